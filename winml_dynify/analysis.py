@@ -1,0 +1,270 @@
+"""Data-flow analysis: which baked constants depend on the symbols, and what they must become.
+
+Every tensor gets a shape of :class:`~winml_dynify.dims.Dim` (values at the sample points) and, for
+small integer tensors, its value at every point. Propagation runs in topological order through the
+op handlers of :mod:`winml_dynify.ops`. Where an op forces a static dim that came from a constant
+(an axis of a folded tensor, or an entry of a shape-valued input) to equal a symbolic dim, a *binding*
+is recorded; the pass is re-run with the bindings in effect until nothing new is bound. What is left
+is the plan: the bindings (what each constant must become) and the conflicts (why it cannot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .dims import Dim, Origin, Symbol, Vals, const, describe, factor
+from .errors import RefusedError
+
+MAX_VALUE_SIZE = 64  # integer tensors up to this size carry their values through the analysis
+MAX_PASSES = 40
+
+
+@dataclass
+class TInfo:
+    """What the analysis knows about one tensor."""
+
+    shape: list[Dim] | None
+    value: list[Vals] | None = None  # flat entries, per point; only for small integer tensors
+    const: np.ndarray | None = None  # static content of a constant tensor
+    dtype: int = onnx.TensorProto.FLOAT
+    origins: list[Origin | None] | None = None  # per value entry: the dim it was read from (Shape)
+
+    def value_at(self, p: int) -> np.ndarray:
+        assert self.value is not None and self.shape is not None
+        shp = [d.vals[p] for d in self.shape]
+        return np.array([v[p] for v in self.value], dtype=np.int64).reshape(shp)
+
+
+@dataclass
+class Binding:
+    vals: Vals
+    node: str  # the node that forced it
+    kind: str = "follow"  # "follow" or "arange" (a size-1 axis that is really an index)
+
+
+@dataclass
+class Analysis:
+    """Result of the fixpoint: tensor infos, bindings, conflicts and the rewrite sites."""
+
+    infos: dict[str, TInfo]
+    bindings: dict[Origin, Binding]
+    conflicts: list[str]
+    shape_sites: dict[tuple[str, int], list[Vals]]  # (node, input) -> needed shape-valued entries
+    symbols: dict[str, Symbol]
+    upper: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (max, reason)
+
+
+class Ctx:
+    """State of one propagation pass."""
+
+    def __init__(self, graph: onnx.GraphProto, symbols: dict[str, Symbol], bindings: dict[Origin, Binding],
+                 opset: int):
+        self.graph = graph
+        self.symbols = symbols
+        self.bindings = bindings
+        self.new_bindings: dict[Origin, Binding] = {}
+        self.conflicts: list[str] = []
+        self.shape_sites: dict[tuple[str, int], list[Vals]] = {}
+        self.infos: dict[str, TInfo] = {}
+        self.opset = opset
+        self.producer: dict[str, onnx.NodeProto] = {o: n for n in graph.node for o in n.output}
+        self.node: onnx.NodeProto | None = None
+        self.upper: dict[str, tuple[int, str]] = {}
+
+    # -- dims --------------------------------------------------------------------------------
+    def bound(self, origin: Origin, vals: Vals) -> Dim:
+        """A static dim from a constant: its bound value if a binding exists."""
+        b = self.bindings.get(origin) or self.new_bindings.get(origin)
+        return Dim(b.vals if b else vals, origin)
+
+    def name(self, vals: Vals) -> str:
+        return describe(vals, self.symbols)
+
+    def bind(self, origin: Origin, vals: Vals, kind: str = "follow") -> None:
+        old = self.bindings.get(origin) or self.new_bindings.get(origin)
+        if old is None:
+            self.new_bindings[origin] = Binding(vals, self.node.name if self.node else "", kind)
+        elif old.vals != vals:
+            self.conflict(f"{origin.describe()} must be both {self.name(old.vals)} and {self.name(vals)}")
+
+    def upper_bound(self, vals: Vals, limit: int, reason: str) -> None:
+        """Record that the dim ``vals`` (``c * symbol``) can be at most ``limit``."""
+        f = factor(vals, self.symbols)
+        if f is None or len(f[1]) != 1 or next(iter(f[1].values())) != 1:
+            self.conflict(f"{self.name(vals)} is bounded by {reason}, which cannot be expressed as a range")
+            return
+        sym = next(iter(f[1]))
+        top = limit // f[0]
+        if sym not in self.upper or self.upper[sym][0] > top:
+            self.upper[sym] = (top, reason)
+
+    def conflict(self, msg: str) -> None:
+        where = f"node '{self.node.name}' ({self.node.op_type})" if self.node is not None else "graph"
+        self.conflicts.append(f"{where}: {msg}")
+
+    def equate(self, a: Dim, b: Dim) -> Dim:
+        """Two dims that must be equal. A static one from a constant is bound to the other."""
+        if a.vals == b.vals:
+            return a if not a.static or b.static else b
+        if a.s0 == b.s0:
+            for x, y in ((a, b), (b, a)):
+                if x.static and x.origin is not None and not y.static:
+                    self.bind(x.origin, y.vals)
+                    return y
+        self.conflict(f"dim {self.describe_dim(a)} must equal {self.describe_dim(b)}")
+        return b if a.static else a
+
+    def broadcast(self, a: Dim, b: Dim) -> Dim:
+        """Numpy broadcasting of two dims; a dim that is 1 everywhere stays a broadcast."""
+        if a.vals == b.vals:
+            return a if not a.static or b.static else b
+        if all(v == 1 for v in a.vals):
+            return b
+        if all(v == 1 for v in b.vals):
+            return a
+        return self.equate(a, b)
+
+    def describe_dim(self, d: Dim) -> str:
+        src = f" from {d.origin.describe()}" if d.origin else ""
+        return f"{self.name(d.vals)}{src}"
+
+    # -- tensors -----------------------------------------------------------------------------
+    def info(self, name: str) -> TInfo | None:
+        return self.infos.get(name) if name else None
+
+    def attr(self, name: str, default=None):
+        assert self.node is not None
+        for a in self.node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+
+def _const_info(name: str, arr: np.ndarray, dtype: int, ctx: Ctx) -> TInfo:
+    shape = [ctx.bound(Origin("axis", name, k, 0), const(s)) for k, s in enumerate(arr.shape)]
+    value = None
+    if arr.dtype.kind in "iub" and arr.size <= MAX_VALUE_SIZE and all(d.static for d in shape):
+        value = [const(int(v)) for v in arr.reshape(-1)]
+    return TInfo(shape, value, arr, dtype)
+
+
+def constants(graph: onnx.GraphProto) -> dict[str, tuple[np.ndarray, int]]:
+    """Initializers and Constant-node outputs with their content and element type."""
+    out: dict[str, tuple[np.ndarray, int]] = {}
+    for t in graph.initializer:
+        out[t.name] = (numpy_helper.to_array(t), t.data_type)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            a = n.attribute[0]
+            if a.name == "value":
+                out[n.output[0]] = (numpy_helper.to_array(a.t), a.t.data_type)
+            elif a.name in ("value_int", "value_ints"):
+                out[n.output[0]] = (np.array(onnx.helper.get_attribute_value(a), np.int64), onnx.TensorProto.INT64)
+            elif a.name in ("value_float", "value_floats"):
+                out[n.output[0]] = (np.array(onnx.helper.get_attribute_value(a), np.float32),
+                                    onnx.TensorProto.FLOAT)
+    return out
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return o.version
+    return 1
+
+
+def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
+              bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]]) -> Ctx:
+    from .ops import HANDLERS, fallback  # the op table lives beside the analysis
+
+    graph = model.graph
+    ctx = Ctx(graph, symbols, bindings, opset_of(model))
+    for name, (arr, dt) in consts.items():
+        ctx.infos[name] = _const_info(name, arr, dt, ctx)
+    for vi in graph.input:
+        if vi.name in ctx.infos:
+            continue
+        tt = vi.type.tensor_type
+        ctx.infos[vi.name] = TInfo([Dim(v) for v in input_dims[vi.name]], None, None, tt.elem_type)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            continue
+        ctx.node = node
+        ins = [ctx.info(i) for i in node.input]
+        handler = HANDLERS.get((node.domain or "", node.op_type))
+        if handler is None or (any(i is None for i, name in zip(ins, node.input, strict=True) if name)
+                               and handler is not HANDLERS.get(("", "Identity"))):
+            outs = fallback(ctx, node, ins) if all(
+                i is not None for i, name in zip(ins, node.input, strict=True) if name) else []
+        else:
+            outs = handler(ctx, node, ins)
+        for name, info in zip(node.output, outs, strict=False):
+            if name and info is not None:
+                ctx.infos[name] = info
+    ctx.node = None
+    return ctx
+
+
+def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
+            seed_bindings: dict[Origin, Binding] | None = None) -> Analysis:
+    """Run propagation passes until no new binding appears; return the final plan."""
+    consts = constants(model.graph)
+    bindings: dict[Origin, Binding] = dict(seed_bindings or {})
+    for _ in range(MAX_PASSES):
+        ctx = _one_pass(model, input_dims, symbols, bindings, consts)
+        extra = _index_offset_bindings(ctx, consts)
+        extra = {k: v for k, v in extra.items() if k not in bindings}
+        if not ctx.new_bindings and not extra:
+            return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper)
+        bindings.update(ctx.new_bindings)
+        bindings.update(extra)
+    raise RefusedError("the shape analysis did not settle; the graph is too irregular to rewrite soundly")
+
+
+def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) -> dict[Origin, Binding]:
+    """Folded ``arange(n) * row_length`` offsets into a flattened ``n * row_length`` axis.
+
+    Tracing at n == 1 folds ``arange(batch)`` to a size-1 zero constant; multiplied by a run-time row
+    length and added to a column index it addresses a flattened ``batch*len`` axis (how attention-mask
+    helpers pick each sample's row). Left as is, every sample would read row 0. When such an index
+    feeds a Gather over an axis of size ``sym * len`` with ``sym`` a symbol of static value 1, the zero
+    constant's leading axis is bound to ``sym`` as an arange.
+    """
+    out: dict[Origin, Binding] = {}
+    for node in ctx.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2:
+            continue
+        data, idx = ctx.info(node.input[0]), ctx.info(node.input[1])
+        if data is None or data.shape is None or idx is None:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        axis_dim = data.shape[axis].vals
+        for cname, row in _offset_terms(ctx, node.input[1], consts):
+            arr = consts[cname][0]
+            if arr.size != 1 or int(arr.reshape(-1)[0]) != 0 or arr.ndim == 0:
+                continue
+            for sym in ctx.symbols.values():
+                if sym.static == 1 and axis_dim == tuple(a * b for a, b in zip(sym.vals, row, strict=True)):
+                    out[Origin("axis", cname, 0, 0)] = Binding(sym.vals, node.name, "arange")
+    return out
+
+
+def _offset_terms(ctx: Ctx, name: str, consts) -> list[tuple[str, Vals]]:
+    """(zero constant, run-time length) pairs of ``Mul(const, length)`` terms summed into ``name``."""
+    prod_node = ctx.producer.get(name)
+    if prod_node is None:
+        return []
+    if prod_node.op_type in ("Add", "Cast", "Identity"):
+        return [t for i in prod_node.input for t in _offset_terms(ctx, i, consts)]
+    if prod_node.op_type == "Mul" and len(prod_node.input) == 2:
+        a, b = prod_node.input
+        for c, other in ((a, b), (b, a)):
+            info = ctx.info(other)
+            if c in consts and info is not None and info.value is not None and len(info.value) == 1:
+                if not all(v == info.value[0][0] for v in info.value[0]):
+                    return [(c, info.value[0])]
+    return []

@@ -1,0 +1,100 @@
+"""Build run-time values of symbolic dims: one ``Shape`` slice per symbol, shared by every consumer."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .dims import Symbol, Vals, factor, is_static
+from .errors import RefusedError
+
+
+class Realizer:
+    """Creates the nodes and initializers that compute dims at run time.
+
+    ``sources`` maps each symbol to a graph input and axis that carries it. Results are cached, so a
+    dim or shape vector needed by several nodes is computed once.
+    """
+
+    def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]], opset: int):
+        self.symbols = symbols
+        self.sources = sources
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._cache: dict[object, str] = {}
+        self._n = 0
+        self.tags: list[onnx.StringStringEntryProto] = []
+
+    def _name(self, kind: str) -> str:
+        self._n += 1
+        return f"dynify/{kind}_{self._n}"
+
+    def const(self, arr: np.ndarray, kind: str = "const") -> str:
+        name = self._name(kind)
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        out = self._name(op.lower())
+        n = helper.make_node(op, inputs, [out], name=out, **attrs)
+        n.metadata_props.extend(self.tags)
+        self.nodes.append(n)
+        return out
+
+    def _symbol(self, name: str) -> str:
+        key = ("sym", name)
+        if key not in self._cache:
+            inp, axis = self.sources[name]
+            if self.opset >= 15:
+                self._cache[key] = self.node("Shape", [inp], start=axis, end=axis + 1)
+            else:
+                shape = self.node("Shape", [inp])
+                self._cache[key] = self.node("Gather", [shape, self.const(np.array([axis], np.int64))])
+        return self._cache[key]
+
+    def dim(self, vals: Vals) -> str:
+        """A 1-element int64 tensor holding the dim ``vals`` at run time."""
+        key = ("dim", vals)
+        if key in self._cache:
+            return self._cache[key]
+        if is_static(vals):
+            out = self.const(np.array([vals[0]], np.int64))
+        else:
+            f = factor(vals, self.symbols)
+            if f is None:
+                raise RefusedError(f"a size of the rewritten graph ({vals[0]} at export) is not a product of "
+                                   "the requested symbols and cannot be computed at run time")
+            c, powers = f
+            parts = [self._symbol(s) for s, e in powers.items() for _ in range(e)]
+            out = parts[0]
+            for p in parts[1:]:
+                out = self.node("Mul", [out, p])
+            if c != 1:
+                out = self.node("Mul", [out, self.const(np.array([c], np.int64))])
+        self._cache[key] = out
+        return out
+
+    def vector(self, entries: list[int | Vals]) -> str:
+        """An int64 vector; each entry is a literal int or a dim."""
+        key = ("vec", tuple(entries))
+        if key in self._cache:
+            return self._cache[key]
+        if all(isinstance(e, int) or is_static(e) for e in entries):
+            out = self.const(np.array([e if isinstance(e, int) else e[0] for e in entries], np.int64))
+        else:
+            parts = [self.const(np.array([e], np.int64)) if isinstance(e, int) else self.dim(e) for e in entries]
+            out = parts[0] if len(parts) == 1 else self.node("Concat", parts, axis=0)
+        self._cache[key] = out
+        return out
+
+    def scalar(self, vals: Vals) -> str:
+        """A 0-D int64 tensor holding the dim ``vals``."""
+        key = ("scalar", vals)
+        if key not in self._cache:
+            if is_static(vals):
+                self._cache[key] = self.const(np.array(vals[0], np.int64))
+            else:
+                self._cache[key] = self.node("Reshape", [self.dim(vals), self.const(np.array([], np.int64))])
+        return self._cache[key]

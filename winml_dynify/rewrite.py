@@ -1,0 +1,211 @@
+"""Apply the analysis: replace shape-valued inputs and rebuild bound constants, then re-check."""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import onnx
+
+from .analysis import Analysis, analyse, constants, opset_of
+from .dims import Symbol, Vals, const, describe, make_symbols
+from .errors import RefusedError
+from .realize import Realizer
+from .rules.constants import regenerate
+from .rules.shape_inputs import RULES
+from .spec import AxisSpec
+
+RANGE_KEY = "winml.dynify.symbol_ranges"
+
+
+@dataclass
+class SymbolRange:
+    name: str
+    static: int
+    min: int = 1
+    max: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class Rewritten:
+    model: onnx.ModelProto
+    symbols: dict[str, Symbol]
+    rewrites: list[dict] = field(default_factory=list)  # {"rule", "target", "detail"}
+    outputs: dict[str, list[int | str | None]] = field(default_factory=dict)
+    ranges: dict[str, SymbolRange] = field(default_factory=dict)
+
+
+def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> dict[str, list[Vals]]:
+    chosen = {(s.input, s.axis): s.symbol for s in specs}
+    out = {}
+    for vi in model.graph.input:
+        dims = []
+        for k, d in enumerate(vi.type.tensor_type.shape.dim):
+            if (vi.name, k) in chosen:
+                dims.append(symbols[chosen[(vi.name, k)]].vals)
+            elif d.HasField("dim_value"):
+                dims.append(const(d.dim_value))
+            else:
+                raise RefusedError(f"input {vi.name!r} axis {k} is already dynamic ({d.dim_param or 'unnamed'}); "
+                                   "request it with --axis so its size is known")
+        out[vi.name] = dims
+    return out
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give unnamed or duplicate-named nodes a temporary unique name (restored before saving)."""
+    seen: set[str] = set()
+    for i, n in enumerate(graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.name or 'node'}__dynify_{i}"
+        seen.add(n.name)
+
+
+def _prune(graph: onnx.GraphProto) -> int:
+    """Drop nodes whose outputs nobody reads, and unused initializers. Returns nodes removed."""
+    removed = 0
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+        removed += len(dead)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return removed
+
+
+def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> Analysis:
+    symbols = make_symbols(statics)
+    return analyse(model, _input_dims(model, specs, symbols), symbols)
+
+
+def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> Rewritten:
+    """Make the requested axes symbolic and rewrite every baked constant that depends on them."""
+    model = copy.deepcopy(model)
+    graph = model.graph
+    _name_nodes(graph)
+    an = analyse_request(model, specs, statics)
+    symbols = an.symbols
+    if an.conflicts:
+        raise RefusedError(_refusal(an.conflicts))
+    sources = {}
+    for s in specs:
+        sources.setdefault(s.symbol, (s.input, s.axis))
+    rz = Realizer(symbols, sources, opset_of(model))
+    result = Rewritten(model, symbols)
+    nodes = {n.name: n for n in graph.node}
+
+    for (node_name, _), need in an.shape_sites.items():
+        node = nodes[node_name]
+        rule = RULES.get(node.op_type)
+        if rule is None:
+            continue
+        rz.tags = list(node.metadata_props)
+        repl = rule[1](node, an, need, rz)
+        if repl:
+            for k, name in repl.items():
+                node.input[k] = name
+            dims = [describe(v, symbols) for v in need]
+            result.rewrites.append({"rule": f"{node.op_type.lower()}-shape", "target": node_name,
+                                    "detail": f"now [{', '.join(dims)}]"})
+
+    bound: dict[str, dict[int, object]] = defaultdict(dict)
+    for origin, b in an.bindings.items():
+        if origin.kind == "axis":
+            bound[origin.name][origin.index] = b
+    consts = constants(graph)
+    tables = {t.name: consts[t.name][0] for t in graph.initializer}
+    consumers = defaultdict(list)
+    for n in graph.node:
+        for k, i in enumerate(n.input):
+            consumers[i].append((n, k))
+    uppers: list[tuple[Vals, int, str]] = []
+    for cname, axes in bound.items():
+        arr, dtype = consts[cname]
+        users = consumers[cname]
+        rz.tags = list(users[0][0].metadata_props) if users else []
+        regen = regenerate(cname, arr, dtype, axes, tables, rz)  # type: ignore[arg-type]
+        uppers += regen.upper
+        for n, k in users:
+            n.input[k] = regen.tensor
+        result.rewrites.append({"rule": regen.kind, "target": cname,
+                                "detail": ", ".join(f"axis {a} = {describe(b.vals, symbols)}"  # type: ignore[attr-defined]
+                                                    for a, b in sorted(axes.items()))})
+
+    new_nodes = list(rz.nodes) + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(rz.inits)
+    _prune(graph)
+    for n in graph.node:
+        if "__dynify_" in n.name:
+            base = n.name.split("__dynify_")[0]
+            n.name = "" if base == "node" else base
+
+    result.ranges = _ranges(statics, an.upper, uppers, symbols)
+    _set_io(model, specs, an, symbols, result)
+    return result
+
+
+def _refusal(conflicts: list[str]) -> str:
+    head = conflicts[0]
+    more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+    return f"cannot make the model dynamic soundly: {head}{more}"
+
+
+def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],
+            symbols: dict[str, Symbol]) -> dict[str, SymbolRange]:
+    from .dims import factor
+
+    ranges = {s: SymbolRange(s, v) for s, v in statics.items()}
+    items = list(upper.items())
+    for vals, limit, reason in extra:
+        f = factor(vals, symbols)
+        if f and len(f[1]) == 1:
+            items.append((next(iter(f[1])), (limit // f[0], reason)))
+    for sym, (top, reason) in items:
+        r = ranges[sym]
+        if r.max is None or top < r.max:
+            r.max, r.reason = top, reason
+    return ranges
+
+
+def _set_io(model: onnx.ModelProto, specs: list[AxisSpec], an: Analysis, symbols: dict[str, Symbol],
+            result: Rewritten) -> None:
+    graph = model.graph
+    chosen = {(s.input, s.axis): s.symbol for s in specs}
+    for vi in graph.input:
+        for k, d in enumerate(vi.type.tensor_type.shape.dim):
+            if (vi.name, k) in chosen:
+                d.Clear()
+                d.dim_param = chosen[(vi.name, k)]
+    for vo in graph.output:
+        info = an.infos.get(vo.name)
+        dims: list[int | str | None] = []
+        if info is None or info.shape is None:
+            vo.type.tensor_type.ClearField("shape")
+            result.outputs[vo.name] = []
+            continue
+        shape = vo.type.tensor_type.shape
+        shape.ClearField("dim")
+        for d in info.shape:
+            name = describe(d.vals, symbols)
+            dim = shape.dim.add()
+            if d.static:
+                dim.dim_value = d.s0
+                dims.append(d.s0)
+            elif name != "?":
+                dim.dim_param = name
+                dims.append(name)
+            else:
+                dims.append(None)
+        result.outputs[vo.name] = dims
+    del graph.value_info[:]

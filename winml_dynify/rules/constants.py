@@ -1,0 +1,183 @@
+"""Folded constant tensors whose axes follow a symbol: recover how they were computed.
+
+Tracing folds ``arange``, fills, masks and table look-ups into constants of the exported size. For each
+constant with bound axes the content is classified and rebuilt at run time:
+
+* **fill**: constant along a bound axis -> that axis collapses to 1 and is ``Expand``-ed;
+* **affine**: ``base + slope * index`` along one axis (position ids, mask indices, rotary angles) ->
+  ``Range``; a size-1 axis bound as an index (a folded ``arange(batch)``) is the case ``slope = 1``;
+* **table prefix**: rows ``o .. o+n`` of a table still in the model -> ``Slice`` of that table,
+  bounding the symbol by the table's length;
+* **relative mask**: a square pair of axes whose content depends only on ``j - i`` -> a step function
+  (causal masks, ``Trilu``-like) or affine function of ``j - i`` computed at run time; any other such
+  content (relative-position buckets) -> ``Slice`` of the exported block, bounding the symbol.
+
+Anything else is refused with the constant's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from ..analysis import Binding
+from ..dims import Vals
+from ..errors import RefusedError
+from ..realize import Realizer
+
+
+@dataclass
+class Regenerated:
+    tensor: str
+    kind: str
+    upper: list[tuple[Vals, int, str]] = field(default_factory=list)  # (dim, max, reason)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.allclose(a, b, rtol=1e-6, atol=1e-6 * max(1.0, float(np.abs(a).max(initial=0)))))
+    return bool(np.array_equal(a, b))
+
+
+def _index(rz: Realizer, vals: Vals, rank: int, axis: int, dtype: int) -> str:
+    """``arange(vals)`` shaped with size 1 on every axis but ``axis``, cast to ``dtype``."""
+    r = rz.node("Range", [rz.const(np.array(0, np.int64)), rz.scalar(vals), rz.const(np.array(1, np.int64))])
+    shape = [1] * rank
+    shape[axis] = -1
+    r = rz.node("Reshape", [r, rz.const(np.array(shape, np.int64))])
+    if dtype != onnx.TensorProto.INT64:
+        r = rz.node("Cast", [r], to=dtype)
+    return r
+
+
+def _affine(arr: np.ndarray, axis: int, arange: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    n = arr.shape[axis]
+    base = np.take(arr, [0], axis=axis)
+    if arange and n == 1:
+        return base, np.ones_like(base)
+    if n < 2 or arr.dtype == np.bool_:
+        return None
+    slope = np.take(arr, [1], axis=axis) - base
+    idx = np.arange(n).reshape([n if k == axis else 1 for k in range(arr.ndim)])
+    return (base, slope) if _close(arr, (base + slope * idx).astype(arr.dtype)) else None
+
+
+def _table_prefix(name: str, arr: np.ndarray, axis: int, tables: dict[str, np.ndarray]):
+    n = arr.shape[axis]
+    for tname, tbl in tables.items():
+        if tname == name or tbl.dtype != arr.dtype or tbl.ndim != arr.ndim or tbl.shape[axis] <= n:
+            continue
+        if any(tbl.shape[k] != arr.shape[k] for k in range(arr.ndim) if k != axis):
+            continue
+        for o in range(tbl.shape[axis] - n + 1):
+            if _close(np.take(tbl, range(o, o + n), axis=axis), arr):
+                return tname, o, tbl.shape[axis]
+    return None
+
+
+def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
+    """f with ``arr[..., i, ..., j] == f(j - i)``; None when the content is not of that form."""
+    n = arr.shape[a]
+    if arr.shape[b] != n or any(s != 1 for k, s in enumerate(arr.shape) if k not in (a, b)):
+        return None
+    m = np.moveaxis(arr, (a, b), (0, 1)).reshape(n, n)
+    f: dict[int, object] = {}
+    for i in range(n):
+        for j in range(n):
+            v = m[i, j].item()
+            if f.setdefault(j - i, v) != v and not (isinstance(v, float) and np.isclose(f[j - i], v)):
+                return None
+    return f
+
+
+def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding], tables: dict[str, np.ndarray],
+               rz: Realizer) -> Regenerated:
+    """Run-time replacement for constant ``name`` whose axes ``axes`` follow symbols."""
+    uniform = [a for a, b in axes.items() if b.kind != "arange" and _close(
+        arr, np.broadcast_to(np.take(arr, [0], axis=a), arr.shape))]
+    core = arr
+    for a in uniform:
+        core = np.take(core, [0], axis=a)
+    rest = sorted(a for a in axes if a not in uniform)
+    kinds = ["fill"] if uniform else []
+    upper: list[tuple[Vals, int, str]] = []
+    if not rest:
+        out = rz.const(core)
+    elif len(rest) == 1:
+        a = rest[0]
+        vals = axes[a].vals
+        aff = _affine(core, a, axes[a].kind == "arange")
+        prefix = None if aff else _table_prefix(name, core, a, tables)
+        if aff is not None:
+            base, slope = aff
+            out = _index(rz, vals, core.ndim, a, dtype)
+            if not np.all(slope == 1):
+                out = rz.node("Mul", [out, rz.const(slope)])
+            if not np.all(base == 0):
+                out = rz.node("Add", [out, rz.const(base)])
+            kinds.append("arange" if axes[a].kind == "arange" else "affine")
+        elif prefix is not None:
+            tname, o, total = prefix
+            end = rz.dim(vals) if o == 0 else rz.node("Add", [rz.dim(vals), rz.const(np.array([o], np.int64))])
+            out = rz.node("Slice", [tname, rz.const(np.array([o], np.int64)), end, rz.const(np.array([a], np.int64))])
+            upper.append((vals, total - o, f"table '{tname}' has {total} rows"))
+            kinds.append("table-prefix")
+        else:
+            raise RefusedError(f"constant '{name}' {list(arr.shape)}: axis {a} must follow a symbol, but its "
+                               "content is not a fill, an arange or a slice of a table in the model")
+    elif len(rest) == 2 and axes[rest[0]].vals == axes[rest[1]].vals:
+        a, b = rest
+        vals = axes[a].vals
+        f = _relative(core, a, b)
+        if f is None:
+            raise RefusedError(f"constant '{name}' {list(arr.shape)}: axes {a} and {b} must follow a symbol, "
+                               "but its content is not a function of the index difference")
+        out, kind = _relative_runtime(f, core, a, b, vals, dtype, rz)
+        if out is None:
+            n = core.shape[a]
+            out = rz.node("Slice", [rz.const(core), rz.const(np.array([0, 0], np.int64)),
+                                    rz.vector([vals, vals]), rz.const(np.array([a, b], np.int64))])
+            upper.append((vals, n, f"relative table '{name}' was exported for {n} positions"))
+        kinds.append(kind)
+    else:
+        raise RefusedError(f"constant '{name}' {list(arr.shape)}: axes {rest} follow different symbols; "
+                           "its content cannot be rebuilt")
+    if uniform:
+        out = rz.node("Expand", [out, rz.vector([axes[a].vals if a in uniform else 1 for a in range(arr.ndim)])])
+    return Regenerated(out, "+".join(kinds), upper)
+
+
+def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, vals: Vals, dtype: int,
+                      rz: Realizer) -> tuple[str | None, str]:
+    """A step or affine function of ``j - i`` at run time; (None, kind) when ``f`` is neither."""
+    ds = sorted(f)
+    values = [f[d] for d in ds]
+    distinct = list(dict.fromkeys(values))
+    diff = None
+
+    def difference() -> str:
+        i = _index(rz, vals, core.ndim, a, onnx.TensorProto.INT64)
+        j = _index(rz, vals, core.ndim, b, onnx.TensorProto.INT64)
+        return rz.node("Sub", [j, i])
+
+    if len(distinct) == 2:
+        cut = next(k for k in range(1, len(ds)) if values[k] != values[k - 1])
+        if all(v == values[0] for v in values[:cut]) and all(v == values[-1] for v in values[cut:]):
+            diff = difference()
+            cond = rz.node("GreaterOrEqual", [diff, rz.const(np.array(ds[cut], np.int64))])
+            hi = np.array(values[-1], dtype=core.dtype)
+            lo = np.array(values[0], dtype=core.dtype)
+            return rz.node("Where", [cond, rz.const(hi), rz.const(lo)]), "causal-mask"
+    if core.dtype.kind in "fi" and len(ds) > 1:
+        slope = values[1] - values[0]
+        if all(np.isclose(values[0] + slope * (d - ds[0]), v) for d, v in zip(ds, values, strict=True)):
+            diff = difference()
+            if dtype != onnx.TensorProto.INT64:
+                diff = rz.node("Cast", [diff], to=dtype)
+            out = rz.node("Mul", [diff, rz.const(np.array(slope, core.dtype))])
+            return rz.node("Add", [out, rz.const(np.array(f[0], core.dtype))]), "relative-affine"
+    return None, "relative-table"

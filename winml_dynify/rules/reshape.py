@@ -1,0 +1,151 @@
+"""Reshape targets: decide what every entry of a baked target means.
+
+Input and output dims are split into groups of equal static element count (the usual reshape
+factoring). A group with one output dim gets the group's symbolic product (a flatten such as
+``batch*seq``); a group that splits a symbolic product over several outputs is solved by assigning
+each symbol factor to one output so that every static size is reproduced, preferring outputs that copy
+an input dim, exact size matches and keeping symbols in order. Size-1 dims that carry a symbol (a
+batch of 1) pair with the output 1 in the same gap, or join the neighbouring group. Bindings found
+downstream override these decisions.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import onnx
+
+from ..analysis import Ctx
+from ..dims import Dim, Vals, const, factor, is_static, prod
+
+
+def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_out: list[int] | None,
+                  entries: list[Dim]) -> list[Dim] | None:
+    """Output dims of a Reshape whose target entries are static (or bound)."""
+    if static_out is None:
+        ctx.conflict("its target does not fit its input even at the exported shape")
+        return None
+    groups = _groups(in_shape, static_out)
+    if groups is None:
+        ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
+        return None
+    out: list[Vals] = [const(v) for v in static_out]
+    for gi, gk in groups:
+        solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk])
+        if solved is None:
+            ctx.conflict(f"cannot tell how {ctx.name(prod([in_shape[i].vals for i in gi]))} splits into "
+                         f"{[static_out[k] for k in gk]}")
+            return None
+        for k, v in zip(gk, solved, strict=True):
+            out[k] = v
+    dims = [Dim(v, e.origin) for v, e in zip(out, entries, strict=True)]
+    overridden = [k for k, e in enumerate(entries) if not e.static]
+    for k in overridden:
+        dims[k] = entries[k]
+    total = prod([d.vals for d in in_shape])
+    if overridden and prod([d.vals for d in dims]) != total:
+        free = [k for k, e in enumerate(entries) if e.static and e.s0 == -1]
+        if len(free) == 1:
+            rest = prod([d.vals for k, d in enumerate(dims) if k != free[0]])
+            if all(r and t % r == 0 for r, t in zip(rest, total, strict=True)):
+                dims[free[0]] = Dim(tuple(t // r for r, t in zip(rest, total, strict=True)), entries[free[0]].origin)
+    if prod([d.vals for d in dims]) != total:
+        ctx.conflict(f"output {[ctx.name(d.vals) for d in dims]} does not hold input "
+                     f"{[ctx.name(d.vals) for d in in_shape]}")
+        return None
+    return dims
+
+
+def _groups(in_shape: list[Dim], out: list[int]) -> list[tuple[list[int], list[int]]] | None:
+    """Pair contiguous runs of input and output dims with equal static products."""
+    non1_in = [i for i, d in enumerate(in_shape) if d.s0 != 1]
+    non1_out = [k for k, v in enumerate(out) if v != 1]
+    groups: list[tuple[list[int], list[int]]] = []
+    a = b = 0
+    while a < len(non1_in) or b < len(non1_out):
+        if a >= len(non1_in) or b >= len(non1_out):
+            return None
+        gi, gk = [non1_in[a]], [non1_out[b]]
+        pin, pout = in_shape[non1_in[a]].s0, out[non1_out[b]]
+        a, b = a + 1, b + 1
+        while pin != pout:
+            if pin < pout:
+                if a >= len(non1_in):
+                    return None
+                gi.append(non1_in[a])
+                pin *= in_shape[non1_in[a]].s0
+                a += 1
+            else:
+                if b >= len(non1_out):
+                    return None
+                gk.append(non1_out[b])
+                pout *= out[non1_out[b]]
+                b += 1
+        groups.append((gi, gk))
+
+    def gap(idx: int, non1: list[int]) -> int:
+        return sum(1 for j in non1 if j < idx)
+
+    sym_ones = [i for i, d in enumerate(in_shape) if d.s0 == 1 and not d.static]
+    out_ones = [k for k, v in enumerate(out) if v == 1]
+    used: set[int] = set()
+    for i in sym_ones:
+        g = gap(i, non1_in)
+        match = next((k for k in out_ones if k not in used and gap(k, non1_out) == g), None)
+        if match is not None:
+            used.add(match)
+            groups.append(([i], [match]))
+        elif groups:
+            gi, _ = groups[min(g, len(groups) - 1)]
+            gi.append(i)
+        else:
+            return None
+    for k in out_ones:
+        if k in used or not groups:
+            continue
+        g = min(gap(k, non1_out), len(groups) - 1)
+        if not is_static(prod([in_shape[i].vals for i in groups[g][0]])):
+            groups[g][1].append(k)
+    return [(sorted(gi), sorted(gk)) for gi, gk in groups]
+
+
+def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int]) -> list[Vals] | None:
+    total = prod(ins)
+    if len(outs) == 1:
+        return [total]
+    if is_static(total):
+        return [const(v) for v in outs]
+    f = factor(total, ctx.symbols)
+    if f is None:
+        return None
+    _, powers = f
+    atoms = [s for s, e in powers.items() for _ in range(e)]
+    order = {s: j for j, s in enumerate(ctx.symbols)}
+    best, best_score = None, None
+    for assign in itertools.product(range(len(outs)), repeat=len(atoms)):
+        vals, exact, ok = [], 0, True
+        for k, o in enumerate(outs):
+            mine = [atoms[j] for j, a in enumerate(assign) if a == k]
+            s0 = 1
+            for s in mine:
+                s0 *= ctx.symbols[s].static
+            if o % s0:
+                ok = False
+                break
+            v = const(o // s0)
+            for s in mine:
+                v = tuple(x * y for x, y in zip(v, ctx.symbols[s].vals, strict=True))
+            vals.append(v)
+            exact += bool(mine) and o == s0
+        if not ok or prod(vals) != total:
+            continue
+        spread = len(set(assign))
+        monotone = all(order[atoms[j]] <= order[atoms[j + 1]] or assign[j] <= assign[j + 1]
+                       for j in range(len(atoms) - 1))
+        score = (exact, spread, monotone)
+        if best_score is None or score > best_score:
+            best, best_score = vals, score
+    return best
+
+
+
