@@ -1,0 +1,6 @@
+"""winml-dynify: make a statically exported ONNX model dynamic after export, verified by parity."""
+
+from .api import DynifyResult, dynify
+from .errors import DynifyError, RefusedError, UsageError, VerificationError
+
+__all__ = ["DynifyError", "DynifyResult", "RefusedError", "UsageError", "VerificationError", "dynify"]

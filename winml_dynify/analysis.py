@@ -264,7 +264,7 @@ def _offset_terms(ctx: Ctx, name: str, consts) -> list[tuple[str, Vals]]:
         a, b = prod_node.input
         for c, other in ((a, b), (b, a)):
             info = ctx.info(other)
-            if c in consts and info is not None and info.value is not None and len(info.value) == 1:
-                if not all(v == info.value[0][0] for v in info.value[0]):
-                    return [(c, info.value[0])]
+            if (c in consts and info is not None and info.value is not None and len(info.value) == 1
+                    and not all(v == info.value[0][0] for v in info.value[0])):
+                return [(c, info.value[0])]
     return []

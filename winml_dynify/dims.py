@@ -34,7 +34,7 @@ def make_symbols(statics: dict[str, int]) -> dict[str, Symbol]:
     for i, (name, v) in enumerate(statics.items()):
         off = _OFFSETS[i % len(_OFFSETS)]
         extra = i // len(_OFFSETS) * 24
-        vals = (v,) + tuple(v * m + o + extra for m, o in zip(_MUL, off, strict=True))
+        vals = (v, *(v * m + o + extra for m, o in zip(_MUL, off, strict=True)))
         out[name] = Symbol(name, v, vals)
     return out
 

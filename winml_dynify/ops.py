@@ -355,6 +355,11 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
         a = a + r if a < 0 else a
         d = x.shape[a]
         s, e, st = sv[j], ev[j], steps[j]
+        if d.static and is_static(s) and not is_static(e) and st == 1 and s[0] >= 0:
+            n = tuple(v - s[0] for v in e)  # a run-time end on a fixed table: bounded by its length
+            ctx.upper_bound(n, d.s0 - s[0], f"slice of {d.s0} rows at '{node.name}'")
+            shape[a] = Dim(n)
+            continue
         if not (is_static(s) and is_static(e)):  # computed in the graph: evaluate per point
             shape[a] = Dim(tuple(_slice_dim(d.vals[p], s[p], e[p], st) for p in range(N_POINTS)))
             continue
@@ -461,7 +466,7 @@ def _resize(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
     if sc is None or sc.const is None:
         return [None]
     scales = sc.const.reshape(-1).tolist()
-    return [TInfo([Dim(tuple(int(math.floor(v * s)) for v in d.vals)) for d, s in
+    return [TInfo([Dim(tuple(math.floor(v * s) for v in d.vals)) for d, s in
                    zip(x.shape, scales, strict=True)], None, None, x.dtype)]
 
 
@@ -486,8 +491,8 @@ def _pad(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo 
 # -- linear algebra --------------------------------------------------------------------------------
 def _matmul_shape(ctx: Ctx, a: list[Dim], b: list[Dim]) -> list[Dim]:
     a1, b1 = len(a) == 1, len(b) == 1
-    a = [Dim(const(1))] + a if a1 else a
-    b = b + [Dim(const(1))] if b1 else b
+    a = [Dim(const(1)), *a] if a1 else a
+    b = [*b, Dim(const(1))] if b1 else b
     ctx.equate(a[-1], b[-2])
     batch = _broadcast_shapes(ctx, [a[:-2], b[:-2]]) if (len(a) > 2 or len(b) > 2) else []
     out = batch + ([] if a1 else [a[-2]]) + ([] if b1 else [b[-1]])

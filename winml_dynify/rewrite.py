@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .analysis import Analysis, analyse, constants, opset_of
+from .analysis import Analysis, Binding, analyse, constants, opset_of
 from .dims import Symbol, Vals, const, describe, make_symbols
 from .errors import RefusedError
 from .realize import Realizer
@@ -54,7 +54,7 @@ def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str
     return out
 
 
-def _name_nodes(graph: onnx.GraphProto) -> None:
+def name_nodes(graph: onnx.GraphProto) -> None:
     """Give unnamed or duplicate-named nodes a temporary unique name (restored before saving)."""
     seen: set[str] = set()
     for i, n in enumerate(graph.node):
@@ -91,15 +91,16 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     """Make the requested axes symbolic and rewrite every baked constant that depends on them."""
     model = copy.deepcopy(model)
     graph = model.graph
-    _name_nodes(graph)
+    name_nodes(graph)
     an = analyse_request(model, specs, statics)
     symbols = an.symbols
-    if an.conflicts:
-        raise RefusedError(_refusal(an.conflicts))
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
     rz = Realizer(symbols, sources, opset_of(model))
+    if an.conflicts:
+        _first_unbuildable(graph, an, Realizer(symbols, sources, opset_of(model)))
+        raise RefusedError(_refusal(an.conflicts, specs))
     result = Rewritten(model, symbols)
     nodes = {n.name: n for n in graph.node}
 
@@ -117,10 +118,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             result.rewrites.append({"rule": f"{node.op_type.lower()}-shape", "target": node_name,
                                     "detail": f"now [{', '.join(dims)}]"})
 
-    bound: dict[str, dict[int, object]] = defaultdict(dict)
-    for origin, b in an.bindings.items():
-        if origin.kind == "axis":
-            bound[origin.name][origin.index] = b
+    bound = _bound_constants(an)
     consts = constants(graph)
     tables = {t.name: consts[t.name][0] for t in graph.initializer}
     consumers = defaultdict(list)
@@ -132,12 +130,15 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         arr, dtype = consts[cname]
         users = consumers[cname]
         rz.tags = list(users[0][0].metadata_props) if users else []
-        regen = regenerate(cname, arr, dtype, axes, tables, rz)  # type: ignore[arg-type]
+        try:
+            regen = regenerate(cname, arr, dtype, axes, tables, rz)
+        except RefusedError as e:
+            raise RefusedError(f"{e}{_hint(specs)}") from None
         uppers += regen.upper
         for n, k in users:
             n.input[k] = regen.tensor
         result.rewrites.append({"rule": regen.kind, "target": cname,
-                                "detail": ", ".join(f"axis {a} = {describe(b.vals, symbols)}"  # type: ignore[attr-defined]
+                                "detail": ", ".join(f"axis {a} = {describe(b.vals, symbols)}"
                                                     for a, b in sorted(axes.items()))})
 
     new_nodes = list(rz.nodes) + list(graph.node)
@@ -155,10 +156,38 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     return result
 
 
-def _refusal(conflicts: list[str]) -> str:
+def _refusal(conflicts: list[str], specs: list[AxisSpec]) -> str:
     head = conflicts[0]
     more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-    return f"cannot make the model dynamic soundly: {head}{more}"
+    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs)}"
+
+
+def _hint(specs: list[AxisSpec]) -> str:
+    axis0 = sorted({s.symbol for s in specs if s.axis == 0})
+    others = sorted({s.symbol for s in specs} - set(axis0))
+    if axis0 and others:
+        return f"; try keeping {', '.join(others)} static (only {', '.join(axis0)} dynamic)"
+    return ""
+
+
+def _bound_constants(an: Analysis) -> dict[str, dict[int, Binding]]:
+    bound: dict[str, dict[int, Binding]] = defaultdict(dict)
+    for origin, b in an.bindings.items():
+        if origin.kind == "axis":
+            bound[origin.name][origin.index] = b
+    return bound
+
+
+def _first_unbuildable(graph: onnx.GraphProto, an: Analysis, rz: Realizer) -> None:
+    """When the analysis found conflicts, a constant that cannot be rebuilt is usually their root cause."""
+    consts = constants(graph)
+    tables = {t.name: consts[t.name][0] for t in graph.initializer}
+    for cname, axes in _bound_constants(an).items():
+        try:
+            regenerate(cname, *consts[cname], axes, tables, rz)
+        except RefusedError as e:
+            specs = [AxisSpec("", 0, s) for s in an.symbols]
+            raise RefusedError(f"{e}{_hint(specs)}") from None
 
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],

@@ -1,0 +1,50 @@
+"""End to end on real torch exports: the CLI's output against static exports of the same weights.
+
+For every fixture the tool either refuses (non-zero exit, nothing written) or its output matches the
+independent static references at every reference shape. A case marked ``expect: pass`` must pass.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import FIXTURES, manifest_cases, run
+
+sys.path.insert(0, str(FIXTURES))
+from make_inputs import input_seed, make_inputs
+
+CASES = manifest_cases()
+# Cases the tool refuses today, each with the reason it gives (see docs/SUPPORT.md).
+KNOWN_REFUSED = {"vit_hw", "wav2vec2", "roberta", "swin", "bert_tiny_ortopt", "gpt2_ortopt"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_fixture_parity(case, tmp_path):
+    out = tmp_path / "out.onnx"
+    cmd = [sys.executable, "-m", "winml_dynify", str(FIXTURES / case["model"]), "-o", str(out), "--quiet"]
+    for a in case["axes"]:
+        cmd += ["--axis", a]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        assert not out.exists()
+        assert "Traceback" not in p.stderr, p.stderr
+        assert case["expect"] == "refuse" or case["name"] in KNOWN_REFUSED, p.stderr
+        return
+    assert case["expect"] != "refuse", "a model that must be refused was written"
+    model = onnx.load(out)
+    for spec in case["axes"]:
+        name, rest = spec.rsplit(":", 1)
+        axis, sym = rest.split("=")
+        vi = next(v for v in model.graph.input if v.name == name)
+        assert vi.type.tensor_type.shape.dim[int(axis)].dim_param == sym
+    for ref in [case["s0"], *case["references"]]:
+        feeds = make_inputs(case["inputs"], ref["dims"], input_seed(case["name"], ref["dims"]))
+        want = run(onnx.load(FIXTURES / ref["file"]), feeds)
+        got = run(model, feeds)
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape, (ref["dims"], a.shape, b.shape)
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=str(ref["dims"]))

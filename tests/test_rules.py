@@ -1,0 +1,99 @@
+"""Each rewrite rule on a small hand-built graph, against numpy ground truth at another shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_model, run, tensor
+from onnx import TensorProto, helper
+
+from winml_dynify import RefusedError, dynify
+
+
+def test_reshape_head_split_with_minus_one_already_used(rng):
+    """[1, 16, -1, 8] on (batch, seq, 32): batch and seq cannot both become -1."""
+    m = make_model([helper.make_node("Reshape", ["x", "t"], ["r"]),
+                    helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1, 3])],
+                   [tensor("x", [1, 16, 32])], [tensor("y", [1, 4, 16, 8])],
+                   {"t": np.array([1, 16, -1, 8], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert res.verified
+    x = rng.standard_normal((3, 7, 32)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(3, 7, 4, 8).transpose(0, 2, 1, 3))
+    assert res.outputs["y"] == ["batch", 4, "seq", 8]
+
+
+def test_flatten_and_unflatten_of_batch_times_seq(rng):
+    """Gemm needs 2-D: (1,16,32) -> [16,32] -> Gemm -> [1,16,8]; the split of batch*seq is recovered."""
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    m = make_model([helper.make_node("Reshape", ["x", "t1"], ["f"]),
+                    helper.make_node("Gemm", ["f", "w"], ["g"]),
+                    helper.make_node("Reshape", ["g", "t2"], ["y"])],
+                   [tensor("x", [1, 16, 32])], [tensor("y", [1, 16, 8])],
+                   {"t1": np.array([16, 32], np.int64), "t2": np.array([1, 16, 8], np.int64), "w": w})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    x = rng.standard_normal((3, 5, 32)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_position_ids_become_range(rng):
+    """A folded arange (1, 16) gathering a position table becomes Range(seq)."""
+    table = rng.standard_normal((64, 8)).astype(np.float32)
+    emb = rng.standard_normal((50, 8)).astype(np.float32)
+    m = make_model([helper.make_node("Gather", ["emb", "ids"], ["e"]),
+                    helper.make_node("Gather", ["table", "pos"], ["p"]),
+                    helper.make_node("Add", ["e", "p"], ["y"])],
+                   [tensor("ids", [1, 16], TensorProto.INT64)], [tensor("y", [1, 16, 8])],
+                   {"emb": emb, "table": table, "pos": np.arange(16, dtype=np.int64)[None]})
+    res = dynify(m, ["ids:0=batch", "ids:1=seq"])
+    assert any(r["rule"] == "affine" for r in res.rewrites)
+    ids = rng.integers(0, 50, (2, 9)).astype(np.int64)
+    np.testing.assert_allclose(run(res.model, {"ids": ids})[0], emb[ids] + table[:9][None], rtol=1e-6)
+
+
+def test_causal_mask_becomes_a_runtime_step_function(rng):
+    """A folded (1, 16, 16) causal mask is rebuilt from the index difference, for any seq."""
+    mask = np.triu(np.full((16, 16), -1e9, np.float32), 1)[None]
+    m = make_model([helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+                    helper.make_node("MatMul", ["x", "xt"], ["s"]),
+                    helper.make_node("Add", ["s", "mask"], ["sm"]),
+                    helper.make_node("Softmax", ["sm"], ["y"], axis=-1)],
+                   [tensor("x", [1, 16, 4])], [tensor("y", [1, 16, 16])], {"mask": mask})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert any(r["rule"] == "causal-mask" for r in res.rewrites)
+    x = rng.standard_normal((2, 23, 4)).astype(np.float32)
+    s = x @ x.transpose(0, 2, 1) + np.triu(np.full((23, 23), -1e9, np.float32), 1)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], e / e.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_fill_along_batch_is_expanded(rng):
+    """A zeros constant (3, 4) added to (batch, 4) is a fill: it follows batch."""
+    m = make_model([helper.make_node("Add", ["x", "z"], ["y"])], [tensor("x", [3, 4])], [tensor("y", [3, 4])],
+                   {"z": np.ones((3, 4), np.float32)})
+    res = dynify(m, ["x:0=batch"])
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x + 1)
+
+
+def test_learned_table_on_symbolic_axis_is_refused(rng):
+    """A random (1, 16, 8) table added along seq cannot be regenerated: refuse, naming it."""
+    m = make_model([helper.make_node("Add", ["x", "pos_table"], ["y"])], [tensor("x", [1, 16, 8])],
+                   [tensor("y", [1, 16, 8])], {"pos_table": rng.standard_normal((1, 16, 8)).astype(np.float32)})
+    with pytest.raises(RefusedError, match="pos_table"):
+        dynify(m, ["x:1=seq"])
+    assert dynify(m, ["x:0=batch"]).verified
+
+
+def test_slice_of_a_table_bounds_the_symbol(rng):
+    """table[:16] added along seq becomes a run-time Slice, and seq is bounded by the table length."""
+    table = rng.standard_normal((40, 8)).astype(np.float32)
+    m = make_model([helper.make_node("Slice", ["table", "s", "e", "a"], ["p"]),
+                    helper.make_node("Add", ["x", "p"], ["y"])],
+                   [tensor("x", [1, 16, 8])], [tensor("y", [1, 16, 8])],
+                   {"table": table, "s": np.array([0], np.int64), "e": np.array([16], np.int64),
+                    "a": np.array([0], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert res.ranges["seq"].max == 40
+    x = rng.standard_normal((2, 11, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x + table[:11])

@@ -1,0 +1,126 @@
+"""The Python API: ``dynify`` runs load -> select axes -> rewrite -> re-check -> verify."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import onnx
+
+from . import io
+from .dims import N_POINTS
+from .errors import RefusedError, UsageError
+from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, rewrite
+from .spec import AxisSpec, parse_axis, resolve
+from .verify import Verifier, VerifyReport, check_shapes
+
+AxisRequest = str | tuple[str, int, str]
+
+
+@dataclass
+class DynifyResult:
+    """What a run produced: the model, its symbols and ranges, the rewrites and the parity report."""
+
+    model: onnx.ModelProto
+    axes: list[AxisSpec]
+    ranges: dict[str, SymbolRange]
+    rewrites: list[dict]
+    outputs: dict[str, list[int | str | None]]
+    report: VerifyReport | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return self.report is not None and self.report.ok
+
+    def as_dict(self) -> dict:
+        return {
+            "axes": [{"input": a.input, "axis": a.axis, "symbol": a.symbol} for a in self.axes],
+            "symbols": {s: {"static": r.static, "min": r.min, "max": r.max, "reason": r.reason}
+                        for s, r in self.ranges.items()},
+            "outputs": self.outputs,
+            "rewrites": self.rewrites,
+            "verification": self.report.as_dict() if self.report else None,
+            "notes": self.notes,
+        }
+
+
+def _requests(axes: Sequence[AxisRequest]) -> list[tuple[str, int, str]]:
+    return [parse_axis(a) if isinstance(a, str) else (a[0], int(a[1]), a[2]) for a in axes]
+
+
+def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisRequest], *, verify: bool = True,
+           shapes: dict[str, list[int]] | None = None, references: Sequence[str] = (),
+           provider: str = "CPUExecutionProvider", opt_levels: Sequence[str] = ("disabled", "all"),
+           seed: int = 0, progress: Callable[[int, int], None] | None = None) -> DynifyResult:
+    """Make ``axes`` of ``model`` symbolic, rewrite what depended on them and check parity.
+
+    Raises :class:`UsageError` for bad requests, :class:`RefusedError` when the model cannot be made
+    dynamic soundly. Verification failures are reported in ``result.report`` (``result.verified``).
+    """
+    original = io.load(model) if not isinstance(model, onnx.ModelProto) else model
+    if not axes:
+        raise UsageError("no axes requested: give at least one --axis NAME:AXIS=SYMBOL")
+    specs, statics = resolve(original, _requests(axes))
+    if not specs:
+        return DynifyResult(original, [], {}, [], {}, None, ["every requested dim already has its symbol"])
+    done = rewrite(original, specs, statics)
+    _self_check(done.model, specs, statics)
+    _record_metadata(done.model, done.ranges)
+    result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs)
+    if verify:
+        unknown = [s for s in (shapes or {}) if s not in statics]
+        if unknown:
+            raise UsageError(f"--check-shapes names unknown symbols {unknown}; symbols are {list(statics)}")
+        v = Verifier(original, done.model, specs, done.outputs, provider, seed)
+        plan = check_shapes(done.ranges, v.roles, shapes)
+        result.report = v.run(plan, list(opt_levels), list(references), progress)
+    return result
+
+
+def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> None:
+    """The rewritten graph must analyse with nothing left to bind, and onnx must infer it strictly."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    name_nodes(probe.graph)
+    an = analyse_request(probe, specs, statics)
+    leftover = [o.describe() for o in an.bindings] + an.conflicts
+    if leftover:
+        raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
+    sym = an.symbols
+    for vi in probe.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in sym:
+                value = sym[d.dim_param].vals[N_POINTS - 1]
+                d.Clear()
+                d.dim_value = value
+    try:
+        onnx.shape_inference.infer_shapes(probe, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as e:  # onnx raises InferenceError and friends
+        reason = str(e).splitlines()[0][:300]
+        raise RefusedError(f"onnx shape inference rejects the rewritten graph: {reason}") from None
+
+
+def _record_metadata(model: onnx.ModelProto, ranges: dict[str, SymbolRange]) -> None:
+    """Store the symbol ranges; keep winml.io.* specs true (symbolic dims, ranges)."""
+    props = {p.key: p for p in model.metadata_props}
+    value = json.dumps({s: {"min": r.min, "max": r.max, "static": r.static} for s, r in ranges.items()})
+    if RANGE_KEY in props:
+        props[RANGE_KEY].value = value
+    else:
+        model.metadata_props.add(key=RANGE_KEY, value=value)
+    dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in list(model.graph.input) + list(model.graph.output)}
+    for key in ("winml.io.inputs", "winml.io.outputs"):
+        if key not in props:
+            continue
+        try:
+            specs = json.loads(props[key].value)
+        except ValueError:
+            continue
+        for s in specs if isinstance(specs, list) else []:
+            if isinstance(s, dict) and s.get("name") in dims and ("shape" in s or key == "winml.io.inputs"):
+                s["shape"] = dims[s["name"]]
+        props[key].value = json.dumps(specs)

@@ -1,0 +1,367 @@
+"""Parity checks on onnxruntime: the rewritten model against ground truth that it did not produce.
+
+Oracles (each check names the one it used):
+
+* ``original``   at the exported shape, the rewritten model equals the original static model;
+* ``per-sample`` a batch of N different samples equals the original run on each group of its batch;
+* ``padding``    a shorter sequence equals the original fed the same tokens right-padded with mask 0,
+                 compared on the real positions (models with an attention-mask input);
+* ``reference``  a static export of the same weights at another shape (``--reference``);
+* ``runs``       a shape no oracle covers: it runs, output shapes equal the declared symbolic dims and
+                 no NaN/Inf appears where the original had none. Reported as ``unverified``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from .rewrite import SymbolRange
+from .spec import AxisSpec
+
+RTOL, ATOL = 1e-3, 1e-4
+OPT_LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+
+
+@dataclass
+class Check:
+    oracle: str
+    shape: dict[str, int]
+    opt_level: str
+    status: str  # passed | failed | unverified
+    max_abs: float | None = None
+    max_rel: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class VerifyReport:
+    checks: list[Check] = field(default_factory=list)
+    provider: str = "CPUExecutionProvider"
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "failed" for c in self.checks)
+
+    def as_dict(self) -> dict:
+        return {"provider": self.provider, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass
+class _Input:
+    name: str
+    dtype: np.dtype
+    static: list[int]
+    symbols: dict[int, str]  # axis -> symbol
+    low: int = 0
+    high: int = 2
+    is_mask: bool = False
+    is_float: bool = False
+
+
+def _inputs(model: onnx.ModelProto, specs: list[AxisSpec]) -> list[_Input]:
+    inits = {t.name for t in model.graph.initializer}
+    ranges = _value_ranges(model)
+    vocab = _vocab_sizes(model)
+    out = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        static = [d.dim_value for d in tt.shape.dim]
+        syms = {s.axis: s.symbol for s in specs if s.input == vi.name}
+        inp = _Input(vi.name, dt, static, syms, is_float=dt.kind == "f")
+        inp.is_mask = "mask" in vi.name.lower() and dt.kind in "iub"
+        if vi.name in ranges:  # winml export writes [low, high)
+            inp.low, inp.high = int(ranges[vi.name][0]), int(ranges[vi.name][1])
+        if vi.name in vocab:
+            inp.high = min(vocab[vi.name], inp.high) if vi.name in ranges else vocab[vi.name]
+        out.append(inp)
+    return out
+
+
+def _value_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        specs = json.loads(props.get("winml.io.inputs", "[]"))
+        return {s["name"]: tuple(s["value_range"]) for s in specs if "value_range" in s}
+    except (ValueError, TypeError, KeyError):
+        return {}
+
+
+def _vocab_sizes(model: onnx.ModelProto) -> dict[str, int]:
+    """Integer inputs used (through Cast/Reshape) as indices of a Gather on a table: the table's rows."""
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type != "Gather" or n.input[0] not in inits:
+            continue
+        src = n.input[1]
+        while src in producer and producer[src].op_type in ("Cast", "Reshape", "Unsqueeze", "Flatten"):
+            src = producer[src].input[0]
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+        rows = inits[n.input[0]][axis]
+        out[src] = min(out.get(src, rows), rows)
+    return out
+
+
+def make_feeds(inputs: list[_Input], values: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for inp in inputs:
+        shape = [values.get(inp.symbols.get(k, ""), d) for k, d in enumerate(inp.static)]
+        if inp.is_mask:
+            a = np.ones(shape, inp.dtype)
+            if len(shape) == 2:
+                for r in range(1, shape[0]):
+                    a[r, int(rng.integers(1, shape[1] + 1)):] = 0
+        elif inp.is_float:
+            a = rng.standard_normal(shape).astype(inp.dtype)
+        elif inp.dtype == np.bool_:
+            a = rng.integers(0, 2, shape).astype(bool)
+        else:
+            a = rng.integers(inp.low, max(inp.high, inp.low + 1), shape).astype(inp.dtype)
+        feeds[inp.name] = a
+    return feeds
+
+
+def _roles(inputs: list[_Input]) -> dict[str, str]:
+    """batch: only ever axis 0; seq: a token axis of a model with a mask input; other: anything else."""
+    axes: dict[str, set[int]] = {}
+    for inp in inputs:
+        for k, s in inp.symbols.items():
+            axes.setdefault(s, set()).add(k)
+    masked = {s for inp in inputs if inp.is_mask for s in inp.symbols.values()}
+    roles = {}
+    for s, ks in axes.items():
+        if ks == {0}:
+            roles[s] = "batch"
+        elif s in masked and 0 not in ks and all(len(i.static) == 2 and not i.is_float for i in inputs
+                                                  if s in i.symbols.values()):
+            roles[s] = "seq"
+        else:
+            roles[s] = "other"
+    return roles
+
+
+def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
+                 override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
+    """The original shape, each symbol moved alone through its values, then all moved together."""
+    per: dict[str, list[int]] = {}
+    for s, r in ranges.items():
+        if override and s in override:
+            per[s] = override[s]
+            continue
+        v, top = r.static, r.max
+        if roles.get(s) == "batch":
+            cands = [v * 2, v * 3] + ([1] if v > 1 else [])
+        elif roles.get(s) == "seq":
+            cands = [max(1, v // 2 - 1), max(1, v - 3), 1, v + 5]
+        else:
+            cands = [v * 2, v + v // 2]
+        per[s] = [c for c in dict.fromkeys(cands) if c >= r.min and (top is None or c <= top) and c != v][:4]
+    base = {s: r.static for s, r in ranges.items()}
+    shapes = [dict(base)]
+    for s, vals in per.items():
+        shapes += [{**base, s: v} for v in vals]
+    if len(per) > 1 and all(per.values()):
+        shapes.append({s: vals[0] for s, vals in per.items()})
+    out = []
+    for sh in shapes:
+        if sh not in out:
+            out.append(sh)
+    return out
+
+
+def _session(model_bytes: bytes, level: str, provider: str) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = OPT_LEVELS[level]
+    so.log_severity_level = 4
+    return ort.InferenceSession(model_bytes, so, providers=[provider])
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
+    if a.shape != b.shape:
+        return False, float("inf"), float("inf")
+    if a.size == 0:
+        return True, 0.0, 0.0
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    both_nan = np.isnan(a64) & np.isnan(b64)
+    d = np.where(both_nan, 0.0, np.abs(a64 - b64))
+    rel = d / np.maximum(np.abs(b64), 1e-12)
+    ok = bool(np.allclose(a64, b64, rtol=RTOL, atol=ATOL, equal_nan=True)) if a.dtype.kind in "fc" \
+        else bool(np.array_equal(a, b))
+    return ok, float(np.nanmax(d)), float(np.nanmax(np.where(d == 0, 0.0, rel)))
+
+
+class Verifier:
+    """Runs the oracles for one (original, rewritten) pair."""
+
+    def __init__(self, original: onnx.ModelProto, rewritten: onnx.ModelProto, specs: list[AxisSpec],
+                 outputs: dict[str, list[int | str | None]], provider: str = "CPUExecutionProvider", seed: int = 0):
+        self.orig_bytes = original.SerializeToString()
+        self.new_bytes = rewritten.SerializeToString()
+        self.inputs = _inputs(original, specs)
+        self.roles = _roles(self.inputs)
+        self.outputs = outputs
+        self.out_names = [o.name for o in rewritten.graph.output]
+        self.provider = provider
+        self.seed = seed
+        self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+        self.statics = {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs}
+
+    def session(self, which: str, level: str) -> ort.InferenceSession:
+        key = (which, level)
+        if key not in self._sessions:
+            self._sessions[key] = _session(self.orig_bytes if which == "original" else self.new_bytes, level,
+                                           self.provider)
+        return self._sessions[key]
+
+    def run(self, shapes: list[dict[str, int]], levels: list[str], references: list[str],
+            progress=None) -> VerifyReport:
+        report = VerifyReport(provider=self.provider)
+        todo = list(itertools.product(shapes, levels))
+        for k, (shape, level) in enumerate(todo):
+            report.checks.append(self._check(shape, level))
+            if progress:
+                progress(k + 1, len(todo) + len(references) * len(levels))
+        for k, ref in enumerate(references):
+            for level in levels:
+                report.checks.append(self._reference(ref, level))
+                if progress:
+                    progress(len(todo) + k + 1, len(todo) + len(references) * len(levels))
+        return report
+
+    def _expected_shape(self, name: str, values: dict[str, int]) -> list[int] | None:
+        dims = self.outputs.get(name) or []
+        out = []
+        for d in dims:
+            if d is None:
+                return None
+            if isinstance(d, int):
+                out.append(d)
+            else:
+                out.append(int(np.prod([values[p] for p in d.split("*") if not p.isdigit()]))
+                           * int(np.prod([int(p) for p in d.split("*") if p.isdigit()] or [1])))
+        return out
+
+    def _check(self, values: dict[str, int], level: str) -> Check:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([self.seed, *values.values()])
+        feeds = make_feeds(self.inputs, values, rng)
+        try:
+            got = self.session("rewritten", level).run(self.out_names, feeds)
+        except Exception as e:  # onnxruntime raises many types; any failure is a failed check
+            return Check("runs", values, level, "failed", seconds=time.perf_counter() - t0,
+                         note=f"onnxruntime raised: {str(e).splitlines()[0][:200]}")
+        for name, arr in zip(self.out_names, got, strict=True):
+            exp = self._expected_shape(name, values)
+            if exp is not None and list(arr.shape) != exp:
+                return Check("runs", values, level, "failed", seconds=time.perf_counter() - t0,
+                             note=f"output {name} has shape {list(arr.shape)}, declared {exp}")
+        oracle, truth, note = self._ground_truth(values, feeds, level)
+        if truth is None:
+            bad = [n for n, a in zip(self.out_names, got, strict=True)
+                   if a.dtype.kind == "f" and not np.isfinite(a).all()]
+            status = "failed" if bad else "unverified"
+            return Check("runs", values, level, status, seconds=time.perf_counter() - t0,
+                         note=f"non-finite values in {bad}" if bad else note)
+        return self._compare(oracle, values, level, got, truth, t0)
+
+    def _compare(self, oracle, values, level, got, truth, t0) -> Check:
+        worst_abs = worst_rel = 0.0
+        ok, notes = True, []
+        for name, arr in zip(self.out_names, got, strict=True):
+            exp = truth.get(name)
+            if exp is None:
+                notes.append(f"{name} not compared")
+                continue
+            good, da, dr = _diff(arr, exp)
+            worst_abs, worst_rel = max(worst_abs, da), max(worst_rel, dr)
+            if not good:
+                ok = False
+                notes.append(f"{name}: max abs diff {da:.3g}")
+        return Check(oracle, values, level, "passed" if ok else "failed", worst_abs, worst_rel,
+                     time.perf_counter() - t0, "; ".join(notes))
+
+    def _ground_truth(self, values: dict[str, int], feeds: dict[str, np.ndarray], level: str):
+        """Outputs the original model gives for these feeds, by batching groups and padding sequences."""
+        batch = [s for s, r in self.roles.items() if r == "batch"]
+        seq = [s for s, r in self.roles.items() if r == "seq"]
+        other = [s for s, r in self.roles.items() if r == "other" and values[s] != self.statics[s]]
+        if other:
+            return None, None, f"no oracle for {', '.join(other)} other than --reference"
+        longer = [s for s in seq if values[s] > self.statics[s]]
+        if longer:
+            return None, None, f"{', '.join(longer)} above the exported size: only --reference can check it"
+        moved_b = [s for s in batch if values[s] != self.statics[s]]
+        moved_s = [s for s in seq if values[s] != self.statics[s]]
+        oracle = "padding" if moved_s else "per-sample" if moved_b else "original"
+        if oracle == "original":
+            out = self.session("original", level).run(self.out_names, feeds)
+            return oracle, dict(zip(self.out_names, out, strict=True)), ""
+        n_b = values[batch[0]] if batch else 1
+        k_b = self.statics[batch[0]] if batch else 1
+        groups = []
+        for g in range(0, n_b, k_b):
+            idx = [(g + j) if g + j < n_b else g for j in range(k_b)]
+            static_feeds = {}
+            for inp in self.inputs:
+                a = feeds[inp.name]
+                for ax, s in inp.symbols.items():
+                    if s in batch:
+                        a = np.take(a, idx, axis=ax)
+                    elif s in seq and values[s] < self.statics[s]:
+                        pad = [(0, 0)] * a.ndim
+                        pad[ax] = (0, self.statics[s] - values[s])
+                        a = np.pad(a, pad)
+                static_feeds[inp.name] = a
+            out = self.session("original", level).run(self.out_names, static_feeds)
+            groups.append((out, min(k_b, n_b - g)))
+        truth: dict[str, np.ndarray] = {}
+        for j, name in enumerate(self.out_names):
+            dims = self.outputs.get(name) or []
+            if any(isinstance(d, str) and "*" in d for d in dims) or any(d is None for d in dims):
+                continue
+            parts = []
+            for out, take in groups:
+                a = out[j]
+                for ax, d in enumerate(dims):
+                    if d in seq:
+                        a = np.take(a, range(values[d]), axis=ax)
+                bax = next((ax for ax, d in enumerate(dims) if d in batch), None)
+                if bax is None and len(groups) > 1:
+                    break
+                parts.append(np.take(a, range(take), axis=bax) if bax is not None else a)
+            else:
+                bax = next((ax for ax, d in enumerate(dims) if d in batch), 0)
+                truth[name] = np.concatenate(parts, axis=bax) if len(parts) > 1 else parts[0]
+        return oracle, truth, ""
+
+    def _reference(self, path: str, level: str) -> Check:
+        t0 = time.perf_counter()
+        ref = onnx.load(path, load_external_data=True)
+        ins = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in ref.graph.input}
+        values = {}
+        for inp in self.inputs:
+            for ax, s in inp.symbols.items():
+                if inp.name in ins:
+                    values[s] = ins[inp.name][ax]
+        rng = np.random.default_rng([self.seed, 7, *values.values()])
+        feeds = make_feeds(self.inputs, values, rng)
+        try:
+            got = self.session("rewritten", level).run(self.out_names, feeds)
+            truth = _session(ref.SerializeToString(), level, self.provider).run(self.out_names, feeds)
+        except Exception as e:  # any onnxruntime failure fails the check
+            return Check("reference", values, level, "failed", seconds=time.perf_counter() - t0,
+                         note=f"onnxruntime raised: {str(e).splitlines()[0][:200]}")
+        return self._compare("reference", values, level, got, dict(zip(self.out_names, truth, strict=True)), t0)
