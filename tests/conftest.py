@@ -34,7 +34,13 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray
 
 
 def manifest_cases() -> list[dict]:
-    return json.loads((FIXTURES / "manifest.json").read_text())["cases"]
+    """Cases of fixtures/manifest.json (torch exports) and fixtures/winml/manifest.json (winml export)."""
+    cases = []
+    for manifest in (FIXTURES / "manifest.json", FIXTURES / "winml" / "manifest.json"):
+        if manifest.is_file():
+            for c in json.loads(manifest.read_text())["cases"]:
+                cases.append({**c, "root": manifest.parent})
+    return cases
 
 
 @pytest.fixture

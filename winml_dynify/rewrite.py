@@ -131,7 +131,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         users = consumers[cname]
         rz.tags = list(users[0][0].metadata_props) if users else []
         try:
-            regen = regenerate(cname, arr, dtype, axes, tables, rz)
+            regen = regenerate(cname, arr, dtype, axes, tables, rz, _sequence_only(model, axes.values(), specs))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs)}") from None
         uppers += regen.upper
@@ -154,6 +154,26 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     result.ranges = _ranges(statics, an.upper, uppers, symbols)
     _set_io(model, specs, an, symbols, result)
     return result
+
+
+def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec]) -> bool:
+    """True when every binding is a plain symbol that only ever sits on a token axis of a masked model."""
+    inputs = {vi.name: vi for vi in model.graph.input}
+    masked = {s.symbol for s in specs if "mask" in s.input.lower()}
+    for b in bindings:
+        names = [s for s, sym in _symbols_of(model, specs).items() if sym == b.vals]
+        if len(names) != 1 or names[0] not in masked:
+            return False
+        for s in specs:
+            if s.symbol == names[0] and (s.axis == 0 or len(inputs[s.input].type.tensor_type.shape.dim) != 2):
+                return False
+    return True
+
+
+def _symbols_of(model: onnx.ModelProto, specs: list[AxisSpec]) -> dict[str, Vals]:
+    dims = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
+    statics = {s.symbol: dims[s.input][s.axis].dim_value for s in specs}
+    return {name: sym.vals for name, sym in make_symbols(statics).items()}
 
 
 def _refusal(conflicts: list[str], specs: list[AxisSpec]) -> str:

@@ -8,6 +8,9 @@ constant with bound axes the content is classified and rebuilt at run time:
   ``Range``; a size-1 axis bound as an index (a folded ``arange(batch)``) is the case ``slope = 1``;
 * **table prefix**: rows ``o .. o+n`` of a table still in the model -> ``Slice`` of that table,
   bounding the symbol by the table's length;
+* **exported prefix**: any other content along one axis (a position table folded by an optimiser, whose
+  source is gone) -> ``Slice`` of the constant itself: the symbol is bounded by the exported size, and the
+  parity oracles check the shorter sizes;
 * **relative mask**: a square pair of axes whose content depends only on ``j - i`` -> a step function
   (causal masks, ``Trilu``-like) or affine function of ``j - i`` computed at run time; any other such
   content (relative-position buckets) -> ``Slice`` of the exported block, bounding the symbol.
@@ -95,8 +98,12 @@ def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
 
 
 def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding], tables: dict[str, np.ndarray],
-               rz: Realizer) -> Regenerated:
-    """Run-time replacement for constant ``name`` whose axes ``axes`` follow symbols."""
+               rz: Realizer, prefix_ok: bool = False) -> Regenerated:
+    """Run-time replacement for constant ``name`` whose axes ``axes`` follow symbols.
+
+    ``prefix_ok``: the symbols are sequence axes checked by the padding oracle, so content that cannot be
+    extended may be kept for the exported positions (bounding the symbol).
+    """
     uniform = [a for a, b in axes.items() if b.kind != "arange" and _close(
         arr, np.broadcast_to(np.take(arr, [0], axis=a), arr.shape))]
     core = arr
@@ -126,6 +133,12 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
             out = rz.node("Slice", [tname, rz.const(np.array([o], np.int64)), end, rz.const(np.array([a], np.int64))])
             upper.append((vals, total - o, f"table '{tname}' has {total} rows"))
             kinds.append("table-prefix")
+        elif prefix_ok and axes[a].kind != "arange" and core.shape[a] > 1:
+            n = core.shape[a]  # the rest of the table is gone: keep the exported rows, bound the symbol
+            out = rz.node("Slice", [rz.const(core), rz.const(np.array([0], np.int64)), rz.dim(vals),
+                                    rz.const(np.array([a], np.int64))])
+            upper.append((vals, n, f"constant '{name}' holds only the {n} exported positions"))
+            kinds.append("exported-prefix")
         else:
             raise RefusedError(f"constant '{name}' {list(arr.shape)}: axis {a} must follow a symbol, but its "
                                "content is not a fill, an arange or a slice of a table in the model")
@@ -169,6 +182,8 @@ def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, va
         if all(v == values[0] for v in values[:cut]) and all(v == values[-1] for v in values[cut:]):
             diff = difference()
             cond = rz.node("GreaterOrEqual", [diff, rz.const(np.array(ds[cut], np.int64))])
+            if core.dtype == np.bool_:  # onnxruntime has no boolean Where: the condition is the mask
+                return (cond if values[-1] else rz.node("Not", [cond])), "causal-mask"
             hi = np.array(values[-1], dtype=core.dtype)
             lo = np.array(values[0], dtype=core.dtype)
             return rz.node("Where", [cond, rz.const(hi), rz.const(lo)]), "causal-mask"
