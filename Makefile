@@ -25,7 +25,7 @@ test: install
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check winml_dynify tests bench
+	$(BIN)/ruff check winml_dynify tests bench fixtures/make_inputs.py
 
 bench: install
 	$(BIN)/python bench/bench.py
