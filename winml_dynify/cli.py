@@ -33,7 +33,7 @@ def _parse_shapes(text: str) -> dict[str, list[int]]:
     return out
 
 
-def _print_summary(res: DynifyResult, out: Path | None, quiet: bool) -> None:
+def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool = False) -> None:
     if quiet:
         return
     echo = typer.echo
@@ -48,7 +48,11 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool) -> None:
                                              if kinds else ""))
     for name, dims in res.outputs.items():
         echo(f"  output {name}: [{', '.join('?' if d is None else str(d) for d in dims)}]")
-    if res.report is None:
+    for rw in res.rewrites if plan else []:
+        echo(f"  {rw['rule']:<16}{rw['target']}: {rw['detail']}")
+    if plan:
+        echo("plan only (--plan): nothing verified, nothing written")
+    elif res.report is None:
         echo("verification: skipped (--no-check): the model was NOT checked")
     else:
         echo(f"verification on {res.report.provider}:")
@@ -109,7 +113,7 @@ def main_command(
             written = out
         if report is not None:
             report.write_text(json.dumps(res.as_dict(), indent=1))
-        _print_summary(res, written, quiet)
+        _print_summary(res, written, quiet, plan)
         if failed:
             bad = next(c for c in res.report.checks if c.status == "failed")
             typer.echo(f"error: verification failed at {bad.shape} ({bad.oracle}, opt {bad.opt_level}): "
