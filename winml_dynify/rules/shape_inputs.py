@@ -81,22 +81,15 @@ def expand_shape(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Reali
     return {1: rz.vector(entries)}
 
 
-def constant_of_shape(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Realizer) -> dict[int, str] | None:
-    if all(_current(_info(an, node, 0), p) == [n[p] for n in need] for p in range(N_POINTS)):
-        return None
-    return {0: rz.vector([n[0] if is_static(n) else n for n in need])}
+def _entrywise(idx: int) -> Rule:
+    """A shape input whose entries are the needed dims themselves (ConstantOfShape, Tile, Resize sizes)."""
 
+    def rule(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Realizer) -> dict[int, str] | None:
+        if all(_current(_info(an, node, idx), p) == [n[p] for n in need] for p in range(N_POINTS)):
+            return None
+        return {idx: rz.vector([n[0] if is_static(n) else n for n in need])}
 
-def tile_repeats(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Realizer) -> dict[int, str] | None:
-    if all(_current(_info(an, node, 1), p) == [n[p] for n in need] for p in range(N_POINTS)):
-        return None
-    return {1: rz.vector([n[0] if is_static(n) else n for n in need])}
-
-
-def resize_sizes(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Realizer) -> dict[int, str] | None:
-    if all(_current(_info(an, node, 3), p) == [n[p] for n in need] for p in range(N_POINTS)):
-        return None
-    return {3: rz.vector([n[0] if is_static(n) else n for n in need])}
+    return rule
 
 
 def range_limit(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Realizer) -> dict[int, str] | None:
@@ -153,9 +146,9 @@ def slice_bounds(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Reali
 RULES: dict[str, tuple[int, Rule]] = {
     "Reshape": (1, reshape_target),
     "Expand": (1, expand_shape),
-    "ConstantOfShape": (0, constant_of_shape),
-    "Tile": (1, tile_repeats),
-    "Resize": (3, resize_sizes),
+    "ConstantOfShape": (0, _entrywise(0)),
+    "Tile": (1, _entrywise(1)),
+    "Resize": (3, _entrywise(3)),
     "Range": (1, range_limit),
     "Slice": (2, slice_bounds),
 }
