@@ -110,3 +110,16 @@ def test_axes_json_matches_axis_flags(tmp_path):
     assert cli(BERT, *AXES, "-o", a, "--no-check").returncode == 0
     assert cli(BERT, "--axes-json", spec, "-o", b, "--no-check").returncode == 0
     assert onnx.load(a).SerializeToString() == onnx.load(b).SerializeToString()
+
+
+def test_external_data_model_keeps_its_weights(tmp_path):
+    src = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(BERT), str(src), save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=0)
+    out = tmp_path / "out" / "dyn.onnx"
+    p = cli(src, *AXES, "-o", out, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert (out.parent / "dyn.onnx.data").stat().st_size > 0.8 * (tmp_path / "ext.onnx.data").stat().st_size
+    raw = onnx.load(out, load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in raw.graph.initializer)
+    onnx.checker.check_model(str(out))

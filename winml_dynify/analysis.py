@@ -195,13 +195,10 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
             continue
         ctx.node = node
         ins = [ctx.info(i) for i in node.input]
-        handler = HANDLERS.get((node.domain or "", node.op_type))
-        if handler is None or (any(i is None for i, name in zip(ins, node.input, strict=True) if name)
-                               and handler is not HANDLERS.get(("", "Identity"))):
-            outs = fallback(ctx, node, ins) if all(
-                i is not None for i, name in zip(ins, node.input, strict=True) if name) else []
-        else:
-            outs = handler(ctx, node, ins)
+        if any(i is None for i, name in zip(ins, node.input, strict=True) if name):
+            continue  # an unknown input leaves the outputs unknown
+        handler = HANDLERS.get((node.domain or "", node.op_type), fallback)
+        outs = handler(ctx, node, ins)
         for name, info in zip(node.output, outs, strict=False):
             if name and info is not None:
                 ctx.infos[name] = info

@@ -104,12 +104,13 @@ def main_command(
         if out.resolve() == model.resolve():
             raise UsageError("the output path is the input model; choose another -o")
         progress = None if quiet or not sys.stderr.isatty() else _progress
-        res = dynify(model, requests, verify=not (no_check or plan), shapes=shapes,
+        loaded, external = io.read(model)
+        res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
                      references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress)
         failed = res.report is not None and not res.report.ok
         written = None
         if not plan and (not failed or keep_failed):
-            io.save(res.model, out, external=io.uses_external_data(model))
+            io.save(res.model, out, external=external)
             written = out
         if report is not None:
             report.write_text(json.dumps(res.as_dict(), indent=1))

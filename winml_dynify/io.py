@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 
 from .errors import UsageError
 
@@ -16,22 +17,25 @@ _TWO_GB = 2**31 - 1
 
 def load(path: str | os.PathLike) -> onnx.ModelProto:
     """Read a model with its external data; a missing or corrupt file is a usage error."""
+    return read(path)[0]
+
+
+def read(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
+    """Like :func:`load`, also telling whether the weights lived in external data files."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"model file not found: {p}")
     try:
-        model = onnx.load(str(p), load_external_data=True)
+        model = onnx.load(str(p), load_external_data=False)
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        if external:
+            load_external_data_for_model(model, str(p.parent))
     except (DecodeError, OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"cannot read {p} as an ONNX model: {reason}") from None
     if not model.graph.node and not model.graph.input:
         raise UsageError(f"cannot read {p} as an ONNX model: it holds no graph")
-    return model
-
-
-def uses_external_data(model_path: str | os.PathLike) -> bool:
-    m = onnx.load(str(model_path), load_external_data=False)
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+    return model, external
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, external: bool = False) -> None:

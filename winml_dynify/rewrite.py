@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from .analysis import Analysis, Binding, analyse, constants, opset_of
-from .dims import Symbol, Vals, const, describe, make_symbols
+from .dims import Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError
 from .realize import Realizer
 from .rules.constants import regenerate
@@ -131,7 +131,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         users = consumers[cname]
         rz.tags = list(users[0][0].metadata_props) if users else []
         try:
-            regen = regenerate(cname, arr, dtype, axes, tables, rz, _sequence_only(model, axes.values(), specs))
+            prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
+            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok)
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs)}") from None
         uppers += regen.upper
@@ -156,24 +157,18 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     return result
 
 
-def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec]) -> bool:
+def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> bool:
     """True when every binding is a plain symbol that only ever sits on a token axis of a masked model."""
     inputs = {vi.name: vi for vi in model.graph.input}
     masked = {s.symbol for s in specs if "mask" in s.input.lower()}
     for b in bindings:
-        names = [s for s, sym in _symbols_of(model, specs).items() if sym == b.vals]
+        names = [s for s, sym in symbols.items() if sym.vals == b.vals]
         if len(names) != 1 or names[0] not in masked:
             return False
         for s in specs:
             if s.symbol == names[0] and (s.axis == 0 or len(inputs[s.input].type.tensor_type.shape.dim) != 2):
                 return False
     return True
-
-
-def _symbols_of(model: onnx.ModelProto, specs: list[AxisSpec]) -> dict[str, Vals]:
-    dims = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
-    statics = {s.symbol: dims[s.input][s.axis].dim_value for s in specs}
-    return {name: sym.vals for name, sym in make_symbols(statics).items()}
 
 
 def _refusal(conflicts: list[str], specs: list[AxisSpec]) -> str:
@@ -212,8 +207,6 @@ def _first_unbuildable(graph: onnx.GraphProto, an: Analysis, rz: Realizer) -> No
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],
             symbols: dict[str, Symbol]) -> dict[str, SymbolRange]:
-    from .dims import factor
-
     ranges = {s: SymbolRange(s, v) for s, v in statics.items()}
     items = list(upper.items())
     for vals, limit, reason in extra:

@@ -170,7 +170,6 @@ def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, va
     ds = sorted(f)
     values = [f[d] for d in ds]
     distinct = list(dict.fromkeys(values))
-    diff = None
 
     def difference() -> str:
         i = _index(rz, vals, core.ndim, a, onnx.TensorProto.INT64)
