@@ -19,8 +19,8 @@ from make_inputs import input_seed, make_inputs
 
 CASES = manifest_cases()
 # Cases the tool refuses today, each with the reason it gives (see docs/SUPPORT.md).
-KNOWN_REFUSED = {"vit_hw", "wav2vec2", "roberta", "swin", "bert_tiny_ortopt", "gpt2_ortopt", "winml_gpt2",
-                 "winml_resnet"}
+KNOWN_REFUSED = {"vit_hw", "wav2vec2", "roberta", "swin",
+}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

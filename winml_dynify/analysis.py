@@ -43,7 +43,8 @@ class TInfo:
 class Binding:
     vals: Vals
     node: str  # the node that forced it
-    kind: str = "follow"  # "follow" or "arange" (a size-1 axis that is really an index)
+    kind: str = "follow"  # "follow", "arange" (a size-1 axis that is really an index) or "row-offset"
+    row: Vals | None = None  # row-offset: the length of one row of the flattened axis
 
 
 @dataclass
@@ -229,7 +230,9 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
     length and added to a column index it addresses a flattened ``batch*len`` axis (how attention-mask
     helpers pick each sample's row). Left as is, every sample would read row 0. When such an index
     feeds a Gather over an axis of size ``sym * len`` with ``sym`` a symbol of static value 1, the zero
-    constant's leading axis is bound to ``sym`` as an arange.
+    constant's leading axis is bound to ``sym`` as an arange. When an optimiser folded the whole index
+    (only the column arange is left, bound to ``len``), its leading size-1 axis is bound as a row offset:
+    ``index + arange(sym) * len``.
     """
     out: dict[Origin, Binding] = {}
     for node in ctx.graph.node:
@@ -240,14 +243,36 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         axis_dim = data.shape[axis].vals
-        for cname, row in _offset_terms(ctx, node.input[1], consts):
+        terms = _offset_terms(ctx, node.input[1], consts)
+        for cname, row in terms:
             arr = consts[cname][0]
             if arr.size != 1 or int(arr.reshape(-1)[0]) != 0 or arr.ndim == 0:
                 continue
             for sym in ctx.symbols.values():
                 if sym.static == 1 and axis_dim == tuple(a * b for a, b in zip(sym.vals, row, strict=True)):
                     out[Origin("axis", cname, 0, 0)] = Binding(sym.vals, node.name, "arange")
+        folded = _folded_constant(ctx, node.input[1], consts)
+        if terms or folded is None or idx.shape is None or not idx.shape or idx.shape[0].s0 != 1:
+            continue
+        lead = idx.shape[0]
+        if lead.origin is None or lead.origin.name != folded or not lead.static:
+            continue
+        for d in idx.shape[1:]:
+            for sym in ctx.symbols.values():
+                if (not d.static and sym.static == 1
+                        and axis_dim == tuple(a * b for a, b in zip(sym.vals, d.vals, strict=True))):
+                    out[lead.origin] = Binding(sym.vals, node.name, "row-offset", d.vals)
     return out
+
+
+def _folded_constant(ctx: Ctx, name: str, consts) -> str | None:
+    """The constant ``name`` is (through Cast/Identity), if any."""
+    while name not in consts:
+        prod_node = ctx.producer.get(name)
+        if prod_node is None or prod_node.op_type not in ("Cast", "Identity"):
+            return None
+        name = prod_node.input[0]
+    return name
 
 
 def _offset_terms(ctx: Ctx, name: str, consts) -> list[tuple[str, Vals]]:

@@ -47,7 +47,8 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
     echo(f"rewrites: {len(res.rewrites)}" + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))})"
                                              if kinds else ""))
     for name, dims in res.outputs.items():
-        echo(f"  output {name}: [{', '.join('?' if d is None else str(d) for d in dims)}]")
+        shown = "unknown" if dims is None else f"[{', '.join('?' if d is None else str(d) for d in dims)}]"
+        echo(f"  output {name}: {shown}")
     for rw in res.rewrites if plan else []:
         echo(f"  {rw['rule']:<16}{rw['target']}: {rw['detail']}")
     if plan:

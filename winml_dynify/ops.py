@@ -369,6 +369,8 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
             shape[a] = Dim(tuple(v - s0 for v in d.vals))  # [s0:] of a symbolic axis keeps following it
         elif not d.static and st == 1 and s0 < 0 and -s0 == d.s0 and e0 >= d.s0:
             shape[a] = d  # [-len:] of a symbolic axis is the whole axis
+        elif d.static and st == 1 and s0 == 0 and e0 >= d.s0:
+            shape[a] = d  # the whole axis: the output follows its input
         elif d.static:
             n = _slice_dim(d.s0, s0, e0, st)
             shape[a] = ctx.bound(Origin("entry", node.name, 2, j), const(n))
@@ -514,6 +516,7 @@ def _fused_matmul(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> li
     return [TInfo(_matmul_shape(ctx, a, b), None, None, ins[0].dtype)]
 
 
+@op("FusedGemm", domain="com.microsoft")
 @op("Gemm")
 def _gemm(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     a, b = ins[0].shape, ins[1].shape

@@ -33,7 +33,7 @@ class Rewritten:
     model: onnx.ModelProto
     symbols: dict[str, Symbol]
     rewrites: list[dict] = field(default_factory=list)  # {"rule", "target", "detail"}
-    outputs: dict[str, list[int | str | None]] = field(default_factory=dict)
+    outputs: dict[str, list[int | str | None] | None] = field(default_factory=dict)  # None: rank unknown
     ranges: dict[str, SymbolRange] = field(default_factory=dict)
 
 
@@ -234,7 +234,7 @@ def _set_io(model: onnx.ModelProto, specs: list[AxisSpec], an: Analysis, symbols
         dims: list[int | str | None] = []
         if info is None or info.shape is None:
             vo.type.tensor_type.ClearField("shape")
-            result.outputs[vo.name] = []
+            result.outputs[vo.name] = None
             continue
         shape = vo.type.tensor_type.shape
         shape.ClearField("dim")

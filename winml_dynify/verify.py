@@ -242,7 +242,9 @@ class Verifier:
         return report
 
     def _expected_shape(self, name: str, values: dict[str, int]) -> list[int] | None:
-        dims = self.outputs.get(name) or []
+        dims = self.outputs.get(name)
+        if dims is None:
+            return None
         out = []
         for d in dims:
             if d is None:
@@ -329,8 +331,8 @@ class Verifier:
             groups.append((out, min(k_b, n_b - g)))
         truth: dict[str, np.ndarray] = {}
         for j, name in enumerate(self.out_names):
-            dims = self.outputs.get(name) or []
-            if any(isinstance(d, str) and "*" in d for d in dims) or any(d is None for d in dims):
+            dims = self.outputs.get(name)
+            if dims is None or any(isinstance(d, str) and "*" in d for d in dims) or any(d is None for d in dims):
                 continue
             parts = []
             for out, take in groups:

@@ -104,6 +104,8 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
     ``prefix_ok``: the symbols are sequence axes checked by the padding oracle, so content that cannot be
     extended may be kept for the exported positions (bounding the symbol).
     """
+    offsets = {a: b for a, b in axes.items() if b.kind == "row-offset"}
+    axes = {a: b for a, b in axes.items() if a not in offsets}
     uniform = [a for a, b in axes.items() if b.kind != "arange" and _close(
         arr, np.broadcast_to(np.take(arr, [0], axis=a), arr.shape))]
     core = arr
@@ -159,6 +161,12 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
     else:
         raise RefusedError(f"constant '{name}' {list(arr.shape)}: axes {rest} follow different symbols; "
                            "its content cannot be rebuilt")
+    for a, b in offsets.items():  # index + arange(rows) * row_length along axis a
+        row = rz.dim(b.row)
+        if dtype != onnx.TensorProto.INT64:
+            row = rz.node("Cast", [row], to=dtype)
+        out = rz.node("Add", [out, rz.node("Mul", [_index(rz, b.vals, arr.ndim, a, dtype), row])])
+        kinds.append("row-offset")
     if uniform:
         out = rz.node("Expand", [out, rz.vector([axes[a].vals if a in uniform else 1 for a in range(arr.ndim)])])
     return Regenerated(out, "+".join(kinds), upper)

@@ -30,7 +30,10 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
         return None
     out: list[Vals] = [const(v) for v in static_out]
+    carried: dict[int, Dim] = {}  # an output that is one input dim: it keeps that dim's origin
     for gi, gk in groups:
+        if len(gi) == 1 and len(gk) == 1 and in_shape[gi[0]].origin is not None:
+            carried[gk[0]] = in_shape[gi[0]]
         solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk])
         if solved is None:
             ctx.conflict(f"cannot tell how {ctx.name(prod([in_shape[i].vals for i in gi]))} splits into "
@@ -38,7 +41,7 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
             return None
         for k, v in zip(gk, solved, strict=True):
             out[k] = v
-    dims = [Dim(v, e.origin) for v, e in zip(out, entries, strict=True)]
+    dims = [carried.get(k) or Dim(v, e.origin) for k, (v, e) in enumerate(zip(out, entries, strict=True))]
     overridden = [k for k, e in enumerate(entries) if not e.static]
     for k in overridden:
         dims[k] = entries[k]
