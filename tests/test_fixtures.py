@@ -19,7 +19,7 @@ from make_inputs import input_seed, make_inputs
 
 CASES = manifest_cases()
 # Cases the tool refuses today, each with the reason it gives (see docs/SUPPORT.md).
-KNOWN_REFUSED = {"vit_hw", "wav2vec2", "roberta", "swin",
+KNOWN_REFUSED = {"vit_hw",
 }
 
 

@@ -186,6 +186,19 @@ def _gather(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
     return [_with_value(shape, vals, data.dtype, origins)]
 
 
+@op("GatherElements")
+def _gather_elements(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
+    """Output takes the index shape; off the gather axis the index may not outgrow the data, so equal
+    static sizes are tied (a folded ``expand(batch, -1)`` of the data follows the index's batch)."""
+    data, idx = ins
+    axis = ctx.attr("axis", 0)
+    axis = axis + len(data.shape) if axis < 0 else axis
+    for k, (d, i) in enumerate(zip(data.shape, idx.shape, strict=True)):
+        if k != axis and d.s0 == i.s0 and d.vals != i.vals:
+            ctx.equate(d, i)
+    return [TInfo(idx.shape, None, None, data.dtype)]
+
+
 @op("Concat")
 def _concat(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     parts = [i for i in ins if i is not None]
@@ -252,7 +265,8 @@ def _flatten(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
 def _transpose(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     x = ins[0]
     perm = ctx.attr("perm") or list(reversed(range(len(x.shape))))
-    return [TInfo([x.shape[p] for p in perm], None, None, x.dtype)]
+    vals = None if x.value is None else [np.transpose(x.value_at(p), perm) for p in range(N_POINTS)]
+    return [_with_value([x.shape[p] for p in perm], vals, x.dtype)]
 
 
 # -- ops with a shape-valued input -----------------------------------------------------------------
@@ -339,6 +353,22 @@ def _slice_dim(d: int, start: int, end: int, step: int) -> int:
     return len(range(*slice(start, end, step).indices(d)))
 
 
+def _anchored(n: int, start: int, end: int, step: int) -> tuple[int, int] | None:
+    """Static slice bounds on an axis of static size ``n`` that becomes symbolic, read relative to the
+    end they are anchored to: a bound reaching past either end stays there, a negative one counts from
+    the end, ``[-n:]`` is the whole axis. A positive bound inside the axis is a fixed count whose meaning
+    at other sizes the graph does not tell: None."""
+    if step > 0:
+        s = 0 if start <= -n else start
+        if end >= n:
+            return s, INT64_MAX
+        return (s, end) if end < 0 and s < n else None
+    s = -1 if start >= n - 1 else start
+    if end < -n:
+        return (s, -INT64_MAX) if s < 0 else None
+    return None
+
+
 @op("Slice")
 def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     x = ins[0]
@@ -364,12 +394,13 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
             shape[a] = Dim(tuple(_slice_dim(d.vals[p], s[p], e[p], st) for p in range(N_POINTS)))
             continue
         s0, e0 = s[0], e[0]
-        if not d.static and st == 1 and _slice_dim(d.s0, s0, e0, 1) == d.s0 - (s0 if s0 >= 0 else 0) \
-                and (e0 >= d.s0 or e0 == INT64_MAX) and (s0 >= 0):
-            shape[a] = Dim(tuple(v - s0 for v in d.vals))  # [s0:] of a symbolic axis keeps following it
-        elif not d.static and st == 1 and s0 < 0 and -s0 == d.s0 and e0 >= d.s0:
-            shape[a] = d  # [-len:] of a symbolic axis is the whole axis
-        elif d.static and st == 1 and s0 == 0 and e0 >= d.s0:
+        if not d.static:
+            anchored = _anchored(d.s0, s0, e0, st)
+            if anchored is None:
+                ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked")
+            else:
+                shape[a] = Dim(tuple(_slice_dim(v, *anchored, st) for v in d.vals))
+        elif st == 1 and s0 == 0 and e0 >= d.s0:
             shape[a] = d  # the whole axis: the output follows its input
         elif d.static:
             n = _slice_dim(d.s0, s0, e0, st)
@@ -380,11 +411,14 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
                                  f"{ctx.name(shape[a].vals)}")
                 else:
                     ctx.upper_bound(shape[a].vals, d.s0 - s0, f"slice of {d.s0} rows at '{node.name}'")
-        else:
-            ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked")
     vals = None
-    if x.value is not None and r == 1 and all(d.static for d in shape):
-        vals = [x.value_at(p)[slice(sv[0][p], ev[0][p], steps[0])] for p in range(N_POINTS)]
+    if x.value is not None and all(d.static for d in shape):
+        vals = []
+        for p in range(N_POINTS):
+            index = [slice(None)] * r
+            for j, a in enumerate(axes):
+                index[a + r if a < 0 else a] = slice(sv[j][p], ev[j][p], steps[j])
+            vals.append(x.value_at(p)[tuple(index)])
     ctx.shape_sites[(node.name, 2)] = [d.vals for d in shape]  # the output dims the slice must give
     return [_with_value(shape, vals, x.dtype)]
 
