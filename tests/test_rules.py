@@ -47,6 +47,7 @@ def test_folded_position_ids_become_range(rng):
                    {"emb": emb, "table": table, "pos": np.arange(16, dtype=np.int64)[None]})
     res = dynify(m, ["ids:0=batch", "ids:1=seq"])
     assert any(r["rule"] == "affine" for r in res.rewrites)
+    assert res.ranges["seq"].max == 64  # the position table has 64 rows
     ids = rng.integers(0, 50, (2, 9)).astype(np.int64)
     np.testing.assert_allclose(run(res.model, {"ids": ids})[0], emb[ids] + table[:9][None], rtol=1e-6)
 

@@ -135,7 +135,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok)
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs)}") from None
-        uppers += regen.upper
+        uppers += regen.upper + _table_bounds(regen, users, tables)
         for n, k in users:
             n.input[k] = regen.tensor
         result.rewrites.append({"rule": regen.kind, "target": cname,
@@ -155,6 +155,20 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     result.ranges = _ranges(statics, an.upper, uppers, symbols)
     _set_io(model, specs, an, symbols, result)
     return result
+
+
+def _table_bounds(regen, users: list[tuple[onnx.NodeProto, int]], tables: dict) -> list[tuple[Vals, int, str]]:
+    """An arange used as Gather indices into a table (position ids) bounds its symbol by the table's rows."""
+    if regen.index is None:
+        return []
+    vals, base, slope = regen.index
+    out = []
+    for n, k in users:
+        if n.op_type == "Gather" and k == 1 and n.input[0] in tables and slope > 0:
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            rows = tables[n.input[0]].shape[axis]
+            out.append((vals, (rows - 1 - base) // slope + 1, f"'{n.input[0]}' has {rows} rows"))
+    return out
 
 
 def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> bool:

@@ -165,7 +165,7 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
         if roles.get(s) == "batch":
             cands = [v * 2, v * 3] + ([1] if v > 1 else [])
         elif roles.get(s) == "seq":
-            cands = [max(1, v // 2 - 1), max(1, v - 3), 1, v + 5]
+            cands = [max(1, v // 2 - 1), max(1, v - 3), 1, top if top is not None else v + 5]
         else:
             cands = [v * 2, v + v // 2]
         per[s] = [c for c in dict.fromkeys(cands) if c >= r.min and (top is None or c <= top) and c != v][:4]

@@ -36,6 +36,7 @@ class Regenerated:
     tensor: str
     kind: str
     upper: list[tuple[Vals, int, str]] = field(default_factory=list)  # (dim, max, reason)
+    index: tuple[Vals, int, int] | None = None  # affine integer content: (dim, max base, max slope)
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -113,6 +114,7 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
         core = np.take(core, [0], axis=a)
     rest = sorted(a for a in axes if a not in uniform)
     kinds = ["fill"] if uniform else []
+    index = None
     upper: list[tuple[Vals, int, str]] = []
     if not rest:
         out = rz.const(core)
@@ -129,6 +131,8 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
             if not np.all(base == 0):
                 out = rz.node("Add", [out, rz.const(base)])
             kinds.append("arange" if axes[a].kind == "arange" else "affine")
+            if core.dtype.kind == "i":
+                index = (vals, int(base.max()), int(slope.max()))
         elif prefix is not None:
             tname, o, total = prefix
             end = rz.dim(vals) if o == 0 else rz.node("Add", [rz.dim(vals), rz.const(np.array([o], np.int64))])
@@ -169,7 +173,7 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
         kinds.append("row-offset")
     if uniform:
         out = rz.node("Expand", [out, rz.vector([axes[a].vals if a in uniform else 1 for a in range(arr.ndim)])])
-    return Regenerated(out, "+".join(kinds), upper)
+    return Regenerated(out, "+".join(kinds), upper, index)
 
 
 def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, vals: Vals, dtype: int,
