@@ -98,3 +98,29 @@ def test_slice_of_a_table_bounds_the_symbol(rng):
     assert res.ranges["seq"].max == 40
     x = rng.standard_normal((2, 11, 8)).astype(np.float32)
     np.testing.assert_allclose(run(res.model, {"x": x})[0], x + table[:11])
+
+
+def _tiny_decoder(rng, causal: bool):
+    """ids (1, 16) -> embedding -> single-head attention with a folded (1, 16, 16) mask -> (1, 16, 4)."""
+    mask = np.triu(np.full((16, 16), -1e9, np.float32), 1)[None] if causal else np.zeros((1, 16, 16), np.float32)
+    return make_model([helper.make_node("Gather", ["emb", "ids"], ["x"]),
+                       helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+                       helper.make_node("MatMul", ["x", "xt"], ["s"]),
+                       helper.make_node("Add", ["s", "mask"], ["sm"]),
+                       helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+                       helper.make_node("MatMul", ["p", "x"], ["y"])],
+                      [tensor("ids", [1, 16], TensorProto.INT64)], [tensor("y", [1, 16, 4])],
+                      {"emb": rng.standard_normal((30, 4)).astype(np.float32), "mask": mask})
+
+
+def test_prefix_oracle_applies_to_a_causal_token_model(rng):
+    res = dynify(_tiny_decoder(rng, causal=True), ["ids:0=batch", "ids:1=seq"])
+    prefix = [c for c in res.report.checks if c.oracle == "prefix"]
+    assert prefix and all(c.status == "passed" for c in prefix)
+
+
+def test_prefix_oracle_is_not_claimed_for_a_bidirectional_model(rng):
+    res = dynify(_tiny_decoder(rng, causal=False), ["ids:0=batch", "ids:1=seq"])
+    assert not [c for c in res.report.checks if c.oracle in ("prefix", "padding")]
+    shorter = [c for c in res.report.checks if c.shape["seq"] != 16]
+    assert shorter and all(c.status == "unverified" for c in shorter)

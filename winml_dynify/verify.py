@@ -6,6 +6,8 @@ Oracles (each check names the one it used):
 * ``per-sample`` a batch of N different samples equals the original run on each group of its batch;
 * ``padding``    a shorter sequence equals the original fed the same tokens right-padded with mask 0,
                  compared on the real positions (models with an attention-mask input);
+* ``prefix``     a shorter sequence equals the first positions of the original fed that prefix plus
+                 filler tokens (token models without a mask that prove causal on the original);
 * ``reference``  a static export of the same weights at another shape (``--reference``);
 * ``runs``       a shape no oracle covers: it runs, output shapes equal the declared symbolic dims and
                  no NaN/Inf appears where the original had none. Reported as ``unverified``.
@@ -135,7 +137,8 @@ def make_feeds(inputs: list[_Input], values: dict[str, int], rng: np.random.Gene
 
 
 def _roles(inputs: list[_Input]) -> dict[str, str]:
-    """batch: only ever axis 0; seq: a token axis of a model with a mask input; other: anything else."""
+    """batch: only ever axis 0; seq: a token axis of a model with a mask input; tokens: a token axis
+    without a mask (the prefix oracle applies if the model proves causal); other: anything else."""
     axes: dict[str, set[int]] = {}
     for inp in inputs:
         for k, s in inp.symbols.items():
@@ -145,9 +148,8 @@ def _roles(inputs: list[_Input]) -> dict[str, str]:
     for s, ks in axes.items():
         if ks == {0}:
             roles[s] = "batch"
-        elif s in masked and 0 not in ks and all(len(i.static) == 2 and not i.is_float for i in inputs
-                                                  if s in i.symbols.values()):
-            roles[s] = "seq"
+        elif 0 not in ks and all(len(i.static) == 2 and not i.is_float for i in inputs if s in i.symbols.values()):
+            roles[s] = "seq" if s in masked else "tokens"
         else:
             roles[s] = "other"
     return roles
@@ -164,7 +166,7 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
         v, top = r.static, r.max
         if roles.get(s) == "batch":
             cands = [v * 2, v * 3] + ([1] if v > 1 else [])
-        elif roles.get(s) == "seq":
+        elif roles.get(s) in ("seq", "prefix"):
             cands = [max(1, v // 2 - 1), max(1, v - 3), 1, top if top is not None else v + 5]
         else:
             cands = [v * 2, v + v // 2]
@@ -218,6 +220,38 @@ class Verifier:
         self.seed = seed
         self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
         self.statics = {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs}
+        self._settle_token_roles()
+
+    def _settle_token_roles(self) -> None:
+        """A token axis without a mask gets the prefix oracle only if the original model is causal:
+        changing the second half of the tokens leaves the outputs at the first half unchanged."""
+        for s, role in list(self.roles.items()):
+            if role != "tokens":
+                continue
+            n = self.statics[s]
+            half = n // 2
+            rng = np.random.default_rng(self.seed)
+            base = {s2: v for s2, v in self.statics.items()}
+            a = make_feeds(self.inputs, base, rng)
+            b = {k: v.copy() for k, v in a.items()}
+            for inp in self.inputs:
+                for ax, sym in inp.symbols.items():
+                    if sym == s and not inp.is_mask:
+                        idx = [slice(None)] * len(inp.static)
+                        idx[ax] = slice(half, None)
+                        b[inp.name][tuple(idx)] = (b[inp.name][tuple(idx)] + 1) % max(inp.high, 2)
+            sess = self.session("original", "disabled")
+            causal, compared = True, False
+            for j, (x, y) in enumerate(zip(sess.run(self.out_names, a), sess.run(self.out_names, b), strict=True)):
+                dims = self.outputs.get(self.out_names[j]) or []
+                if s not in dims:
+                    continue
+                ax = dims.index(s)
+                keep = [slice(None)] * x.ndim
+                keep[ax] = slice(0, half)
+                compared = True
+                causal &= bool(np.allclose(x[tuple(keep)], y[tuple(keep)], rtol=1e-5, atol=1e-6))
+            self.roles[s] = "prefix" if causal and compared else "other"
 
     def session(self, which: str, level: str) -> ort.InferenceSession:
         key = (which, level)
@@ -298,7 +332,7 @@ class Verifier:
     def _ground_truth(self, values: dict[str, int], feeds: dict[str, np.ndarray], level: str):
         """Outputs the original model gives for these feeds, by batching groups and padding sequences."""
         batch = [s for s, r in self.roles.items() if r == "batch"]
-        seq = [s for s, r in self.roles.items() if r == "seq"]
+        seq = [s for s, r in self.roles.items() if r in ("seq", "prefix")]
         other = [s for s, r in self.roles.items() if r == "other" and values[s] != self.statics[s]]
         if other:
             return None, None, f"no oracle for {', '.join(other)} other than --reference"
@@ -307,7 +341,8 @@ class Verifier:
             return None, None, f"{', '.join(longer)} above the exported size: only --reference can check it"
         moved_b = [s for s in batch if values[s] != self.statics[s]]
         moved_s = [s for s in seq if values[s] != self.statics[s]]
-        oracle = "padding" if moved_s else "per-sample" if moved_b else "original"
+        oracle = ("prefix" if any(self.roles[s] == "prefix" for s in moved_s) else "padding") if moved_s \
+            else "per-sample" if moved_b else "original"
         if oracle == "original":
             out = self.session("original", level).run(self.out_names, feeds)
             return oracle, dict(zip(self.out_names, out, strict=True)), ""
