@@ -124,3 +124,52 @@ def test_prefix_oracle_is_not_claimed_for_a_bidirectional_model(rng):
     assert not [c for c in res.report.checks if c.oracle in ("prefix", "padding")]
     shorter = [c for c in res.report.checks if c.shape["seq"] != 16]
     assert shorter and all(c.status == "unverified" for c in shorter)
+
+
+def test_constant_of_shape_range_and_tile_follow_seq(rng):
+    """ConstantOfShape([1,16]), Range(0,16,1) and Tile(c, [1,16]) all become seq-long."""
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    m = make_model([helper.make_node("ConstantOfShape", ["shp"], ["ones"], value=one),
+                    helper.make_node("Range", ["r0", "r16", "r1"], ["r"]),
+                    helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+                    helper.make_node("Tile", ["c", "reps"], ["t"]),
+                    helper.make_node("Add", ["x", "ones"], ["a"]),
+                    helper.make_node("Add", ["a", "rf"], ["b"]),
+                    helper.make_node("Add", ["b", "t"], ["y"])],
+                   [tensor("x", [1, 16])], [tensor("y", [1, 16])],
+                   {"shp": np.array([1, 16], np.int64), "r0": np.array(0, np.int64), "r16": np.array(16, np.int64),
+                    "r1": np.array(1, np.int64), "c": np.full((1, 1), 5, np.float32),
+                    "reps": np.array([1, 16], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    rules = {r["rule"] for r in res.rewrites}
+    assert {"constantofshape-shape", "range-shape", "tile-shape"} <= rules
+    x = rng.standard_normal((3, 9)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x + 1 + np.arange(9) + 5)
+
+
+def test_baked_split_sizes_on_a_symbolic_axis_are_refused():
+    m = make_model([helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1),
+                    helper.make_node("Add", ["a", "b"], ["y"])],
+                   [tensor("x", [1, 16, 4])], [tensor("y", [1, 8, 4])], {"sizes": np.array([8, 8], np.int64)})
+    with pytest.raises(RefusedError, match="split sizes"):
+        dynify(m, ["x:1=seq"])
+
+
+def test_folded_batch_arange_in_a_flattened_mask_index(rng):
+    """The SDPA mask helper: index = arange(seq) + [[[[0]]]] * seq into Flatten(mask) of batch*seq.
+    At batch 1 the batch arange folds to a zero; each sample must still read its own row."""
+    m = make_model([helper.make_node("Flatten", ["mask"], ["flat"], axis=2),
+                    helper.make_node("Shape", ["mask"], ["shape"]),
+                    helper.make_node("Gather", ["shape", "one"], ["seq"]),
+                    helper.make_node("Mul", ["zero", "seq"], ["off"]),
+                    helper.make_node("Add", ["cols", "off"], ["idx"]),
+                    helper.make_node("Gather", ["flat", "idx"], ["g"]),
+                    helper.make_node("Shape", ["idx"], ["ishape"]),
+                    helper.make_node("Reshape", ["g", "ishape"], ["y"])],
+                   [tensor("mask", [1, 16], TensorProto.INT64)], [tensor("y", [1, 1, 1, 16], TensorProto.INT64)],
+                   {"one": np.array([1], np.int64), "zero": np.zeros((1, 1, 1, 1), np.int64),
+                    "cols": np.arange(16, dtype=np.int64).reshape(1, 1, 1, 16)})
+    res = dynify(m, ["mask:0=batch", "mask:1=seq"])
+    assert any(r["rule"] == "arange" for r in res.rewrites)
+    mask = rng.integers(0, 2, (3, 5)).astype(np.int64)
+    np.testing.assert_array_equal(run(res.model, {"mask": mask})[0], mask[:, None, None, :])

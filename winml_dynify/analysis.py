@@ -251,6 +251,7 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
             for sym in ctx.symbols.values():
                 if sym.static == 1 and axis_dim == tuple(a * b for a, b in zip(sym.vals, row, strict=True)):
                     out[Origin("axis", cname, 0, 0)] = Binding(sym.vals, node.name, "arange")
+                    out.update(_column_bindings(ctx, node.input[1], consts, cname, row, node.name))
         folded = _folded_constant(ctx, node.input[1], consts)
         if terms or folded is None or idx.shape is None or not idx.shape or idx.shape[0].s0 != 1:
             continue
@@ -262,6 +263,23 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
                 if (not d.static and sym.static == 1
                         and axis_dim == tuple(a * b for a, b in zip(sym.vals, d.vals, strict=True))):
                     out[lead.origin] = Binding(sym.vals, node.name, "row-offset", d.vals)
+    return out
+
+
+def _column_bindings(ctx: Ctx, name: str, consts, offset: str, row: Vals, by: str) -> dict[Origin, Binding]:
+    """The column index added to a row offset spans one row: its axis of the row's static length follows it."""
+    out: dict[Origin, Binding] = {}
+    prod_node = ctx.producer.get(name)
+    if prod_node is None or prod_node.op_type != "Add":
+        return out
+    for i in prod_node.input:
+        col = _folded_constant(ctx, i, consts)
+        info = ctx.info(col) if col else None
+        if col is None or col == offset or info is None or info.shape is None:
+            continue
+        axes = [d for d in info.shape if d.static and d.s0 == row[0] and d.origin is not None]
+        if len(axes) == 1:
+            out[axes[0].origin] = Binding(row, by)
     return out
 
 

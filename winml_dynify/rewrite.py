@@ -185,6 +185,23 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
     return True
 
 
+def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
+    """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
+    nodes = {n.name: n for n in model.graph.node}
+    rz = Realizer(an.symbols, {}, opset_of(model))
+    out = []
+    for (node_name, _), need in an.shape_sites.items():
+        node = nodes[node_name]
+        rule = RULES.get(node.op_type)
+        try:
+            pending = rule is not None and rule[1](node, an, need, rz) is not None
+        except (RefusedError, KeyError):  # it tried to build a replacement: not done
+            pending = True
+        if pending:
+            out.append(f"node '{node_name}' ({node.op_type}) still needs its shape input rewritten")
+    return out
+
+
 def _refusal(conflicts: list[str], specs: list[AxisSpec]) -> str:
     head = conflicts[0]
     more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
