@@ -173,3 +173,29 @@ def test_folded_batch_arange_in_a_flattened_mask_index(rng):
     assert any(r["rule"] == "arange" for r in res.rewrites)
     mask = rng.integers(0, 2, (3, 5)).astype(np.int64)
     np.testing.assert_array_equal(run(res.model, {"mask": mask})[0], mask[:, None, None, :])
+
+
+def test_resize_to_a_baked_size_of_a_symbolic_axis_is_refused():
+    """sizes [1, 3, 32, 32] on a (1, 3, 16, 16) input: fixed size or 2x scale? Refuse rather than guess."""
+    m = make_model([helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="nearest")],
+                   [tensor("x", [1, 3, 16, 16])], [tensor("y", [1, 3, 32, 32])],
+                   {"sizes": np.array([1, 3, 32, 32], np.int64)})
+    with pytest.raises(RefusedError, match="baked size 32"):
+        dynify(m, ["x:2=height", "x:3=width"])
+    assert dynify(m, ["x:0=batch"]).verified
+
+
+def test_folded_mean_divisor_follows_the_reduced_sizes(rng):
+    """sum(x, axis=1) / 16.0 is a mean over seq: the divisor becomes seq at run time; 2.0 * sum stays."""
+    m = make_model([helper.make_node("ReduceSum", ["x", "ax"], ["s"], keepdims=0),
+                    helper.make_node("Div", ["s", "n"], ["mean"], name="mean_div"),
+                    helper.make_node("Mul", ["s", "two"], ["y2"])],
+                   [tensor("x", [1, 16, 4])], [tensor("mean", [1, 4]), tensor("y2", [1, 4])],
+                   {"ax": np.array([1], np.int64), "n": np.array(16.0, np.float32),
+                    "two": np.array(2.0, np.float32)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert [r["target"] for r in res.rewrites if r["rule"] == "mean-divisor"] == ["mean_div"]
+    x = rng.standard_normal((2, 7, 4)).astype(np.float32)
+    mean, y2 = run(res.model, {"x": x})
+    np.testing.assert_allclose(mean, x.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(y2, 2 * x.sum(1), rtol=1e-5)

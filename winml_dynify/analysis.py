@@ -57,6 +57,7 @@ class Analysis:
     shape_sites: dict[tuple[str, int], list[Vals]]  # (node, input) -> needed shape-valued entries
     symbols: dict[str, Symbol]
     upper: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (max, reason)
+    scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = field(default_factory=dict)  # folded mean divisors
 
 
 class Ctx:
@@ -70,6 +71,7 @@ class Ctx:
         self.new_bindings: dict[Origin, Binding] = {}
         self.conflicts: list[str] = []
         self.shape_sites: dict[tuple[str, int], list[Vals]] = {}
+        self.scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = {}
         self.infos: dict[str, TInfo] = {}
         self.opset = opset
         self.producer: dict[str, onnx.NodeProto] = {o: n for n in graph.node for o in n.output}
@@ -217,7 +219,8 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
         extra = _index_offset_bindings(ctx, consts)
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:
-            return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper)
+            return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper,
+                            ctx.scalar_sites)
         bindings.update(ctx.new_bindings)
         bindings.update(extra)
     raise RefusedError("the shape analysis did not settle; the graph is too irregular to rewrite soundly")

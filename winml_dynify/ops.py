@@ -16,6 +16,7 @@ import onnx
 
 from .analysis import MAX_VALUE_SIZE, Ctx, TInfo
 from .dims import N_POINTS, Dim, Origin, Vals, const, is_static, prod
+from .rules import divisor
 
 Handler = Callable[[Ctx, onnx.NodeProto, list[TInfo | None]], list[TInfo | None]]
 HANDLERS: dict[tuple[str, str], Handler] = {}
@@ -113,6 +114,7 @@ def _elementwise(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> lis
         elif len(ins) == 2:
             fn = _BINARY[node.op_type]
             vals = [np.asarray(fn(a, b)).astype(np.int64) for a, b in pts]
+    divisor.find(ctx, node, ins)
     return [_with_value(shape, vals, dtype)]
 
 
@@ -494,8 +496,16 @@ def _resize(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
         entries = _entries(ctx, ins[3], node, 3)
         if entries is None:
             return [None]
-        out = [ctx.equate(i, t) if (not i.static and t.static and t.s0 == i.s0) else t
-               for i, t in zip(x.shape, entries, strict=True)]
+        out = []
+        for i, t in zip(x.shape, entries, strict=True):
+            if not i.static and t.static and t.s0 == i.s0:
+                out.append(ctx.equate(i, t))
+            elif not i.static and t.static:
+                ctx.conflict(f"resize of {ctx.name(i.vals)} to a baked size {t.s0}: a fixed size or a scale "
+                             "factor, the graph does not tell")
+                out.append(t)
+            else:
+                out.append(t)
         _site(ctx, node, 3, [d.vals for d in out])
         return [TInfo(out, None, None, x.dtype)]
     sc = ins[2] if node.op_type == "Resize" else ins[1]

@@ -12,6 +12,7 @@ from .analysis import Analysis, Binding, analyse, constants, opset_of
 from .dims import Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError
 from .realize import Realizer
+from .rules import divisor
 from .rules.constants import regenerate
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -118,6 +119,14 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             result.rewrites.append({"rule": f"{node.op_type.lower()}-shape", "target": node_name,
                                     "detail": f"now [{', '.join(dims)}]"})
 
+    for (node_name, k), (count, mode) in an.scalar_sites.items():
+        node = nodes[node_name]
+        rz.tags = list(node.metadata_props)
+        dtype = an.infos[node.input[k]].dtype
+        node.input[k] = divisor.realize(count, mode, dtype, rz)
+        result.rewrites.append({"rule": "mean-divisor", "target": node_name,
+                                "detail": f"divides by {describe(count, symbols)} at run time"})
+
     bound = _bound_constants(an)
     consts = constants(graph)
     tables = {t.name: consts[t.name][0] for t in graph.initializer}
@@ -148,9 +157,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     graph.initializer.extend(rz.inits)
     _prune(graph)
     for n in graph.node:
-        if "__dynify_" in n.name:
-            base = n.name.split("__dynify_")[0]
-            n.name = "" if base == "node" else base
+        n.name = _original_name(n.name)
+    for rw in result.rewrites:
+        rw["target"] = _original_name(rw["target"])
 
     result.ranges = _ranges(statics, an.upper, uppers, symbols)
     _set_io(model, specs, an, symbols, result)
@@ -200,6 +209,14 @@ def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
         if pending:
             out.append(f"node '{node_name}' ({node.op_type}) still needs its shape input rewritten")
     return out
+
+
+def _original_name(name: str) -> str:
+    """Undo :func:`name_nodes`."""
+    if "__dynify_" not in name:
+        return name
+    base = name.split("__dynify_")[0]
+    return "" if base == "node" else base
 
 
 def _refusal(conflicts: list[str], specs: list[AxisSpec]) -> str:
