@@ -45,13 +45,10 @@ class Realizer:
 
     def _symbol(self, name: str) -> str:
         key = ("sym", name)
-        if key not in self._cache:
+        if key not in self._cache:  # Shape + Gather rather than Shape(start, end): every folder knows it
             inp, axis = self.sources[name]
-            if self.opset >= 15:
-                self._cache[key] = self.node("Shape", [inp], start=axis, end=axis + 1)
-            else:
-                shape = self.node("Shape", [inp])
-                self._cache[key] = self.node("Gather", [shape, self.const(np.array([axis], np.int64))])
+            shape = self.node("Shape", [inp])
+            self._cache[key] = self.node("Gather", [shape, self.const(np.array([axis], np.int64))])
         return self._cache[key]
 
     def dim(self, vals: Vals) -> str:

@@ -1,0 +1,52 @@
+"""Fixing the symbols back gives the static graph again (after onnxruntime's basic folding)."""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import FIXTURES, run
+
+from winml_dynify import UsageError, dynify
+from winml_dynify.fix import fix_dims
+
+
+def basic_histogram(model: onnx.ModelProto) -> collections.Counter:
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(Path(tmp) / "o.onnx")
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("case", ["bert_tiny", "gpt2", "llama"])
+def test_fixed_back_model_has_the_static_op_histogram(case):
+    path = FIXTURES / case / "s0_batch1_seq16.onnx"
+    names = [vi.name for vi in onnx.load(path).graph.input]
+    res = dynify(path, [f"{n}:{a}={s}" for n in names for a, s in ((0, "batch"), (1, "seq"))], verify=False)
+    fixed = fix_dims(res.model, {"batch": 1, "seq": 16})
+    assert basic_histogram(fixed) == basic_histogram(onnx.load(path))
+    feeds = {n: np.ones((1, 16), np.int64) for n in names}
+    for a, b in zip(run(fixed, feeds), run(onnx.load(path), feeds), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_symbol_is_a_usage_error():
+    res = dynify(FIXTURES / "linear" / "s0_batch3.onnx", ["x:0=batch"], verify=False)
+    with pytest.raises(UsageError, match="unknown symbols"):
+        fix_dims(res.model, {"seq": 4})
+
+
+def test_fix_keeps_hierarchy_tags():
+    path = next((FIXTURES / "bert_tiny_winml").glob("s0_*.onnx"))
+    names = [vi.name for vi in onnx.load(path).graph.input]
+    res = dynify(path, [f"{n}:{a}={s}" for n in names for a, s in ((0, "batch"), (1, "seq"))], verify=False)
+    fixed = fix_dims(res.model, {"batch": 1, "seq": 16})
+    tags = [{p.key for p in n.metadata_props} for n in fixed.graph.node]
+    assert tags and all("winml.hierarchy.tag" in t for t in tags)

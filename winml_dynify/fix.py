@@ -1,0 +1,45 @@
+"""Fix symbols back to sizes: the static form the QNN/HTP path expects, from a dynified model.
+
+The symbols are fixed with onnxruntime's own ``make_dim_param_fixed``; onnx-graphsurgeon's constant
+folding then folds the run-time shape computations back into constants. Node ``metadata_props`` and
+``doc_string`` (which graphsurgeon drops) are restored by node name.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_graphsurgeon as gs
+from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
+
+from .errors import UsageError
+
+
+def fix_dims(model: onnx.ModelProto, values: dict[str, int]) -> onnx.ModelProto:
+    """A copy of ``model`` with every ``dim_param`` in ``values`` fixed and its shape subgraphs folded."""
+    params = {d.dim_param for vi in list(model.graph.input) + list(model.graph.output)
+              for d in vi.type.tensor_type.shape.dim if d.HasField("dim_param")}
+    unknown = sorted(set(values) - params)
+    if unknown:
+        raise UsageError(f"unknown symbols {unknown}; the model's symbols are {sorted(params)}")
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for name, value in values.items():
+        if value < 1:
+            raise UsageError(f"{name}={value}: sizes must be >= 1")
+        make_dim_param_fixed(fixed.graph, name, value)
+    fix_output_shapes(fixed)
+    gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(fixed, data_prop=True))
+    graph.fold_constants().cleanup().toposort()
+    folded = gs.export_onnx(graph)
+    folded.ir_version = model.ir_version
+    del folded.graph.value_info[:]
+    kept = {n.name: n for n in model.graph.node if n.name}
+    for n in folded.graph.node:
+        src = kept.get(n.name)
+        if src is not None:
+            n.metadata_props.extend(src.metadata_props)
+            n.doc_string = src.doc_string
+    del folded.metadata_props[:]
+    folded.metadata_props.extend(model.metadata_props)
+    return folded
