@@ -123,3 +123,24 @@ def test_external_data_model_keeps_its_weights(tmp_path):
     raw = onnx.load(out, load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in raw.graph.initializer)
     onnx.checker.check_model(str(out))
+
+
+def test_console_script_runs_the_main_command_and_the_inspect_subcommand(tmp_path):
+    exe = Path(sys.executable).with_name("winml-dynify")
+    if not exe.is_file():
+        pytest.skip("the winml-dynify console script is not installed beside this interpreter")
+    out = tmp_path / "m.onnx"
+    p = subprocess.run([str(exe), str(BERT), *AXES, "-o", str(out), "--no-check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert out.is_file()
+    p = subprocess.run([str(exe), "inspect", str(BERT)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("inputs:\n  input_ids ")
+    assert "--dynamic-batch --dynamic-seq: " in p.stdout
+
+
+def test_help_names_the_presets_target_and_inspect():
+    p = cli("--help")
+    assert p.returncode == 0
+    for flag in ("--dynamic-batch", "--dynamic-seq", "--dynamic-image", "--target", "inspect MODEL"):
+        assert flag in p.stdout

@@ -50,3 +50,20 @@ def test_fix_keeps_hierarchy_tags():
     fixed = fix_dims(res.model, {"batch": 1, "seq": 16})
     tags = [{p.key for p in n.metadata_props} for n in fixed.graph.node]
     assert tags and all("winml.hierarchy.tag" in t for t in tags)
+
+
+def test_fix_command_writes_the_static_model(tmp_path):
+    import subprocess
+    import sys
+
+    dyn, fixed = tmp_path / "d.onnx", tmp_path / "f.onnx"
+    src = FIXTURES / "gpt2" / "s0_batch1_seq16.onnx"
+    axes = [a for n in ("input_ids", "attention_mask") for a in ("--axis", f"{n}:0=batch", "--axis", f"{n}:1=seq")]
+    assert subprocess.run([sys.executable, "-m", "winml_dynify", src, *axes, "-o", dyn, "--no-check"]).returncode == 0
+    p = subprocess.run([sys.executable, "-m", "winml_dynify", "fix", dyn, "batch=1", "seq=16", "-o", fixed],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    dims = [d.dim_value for d in onnx.load(fixed).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 16]
+    bad = subprocess.run([sys.executable, "-m", "winml_dynify", "fix", dyn, "seq"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "malformed" in bad.stderr

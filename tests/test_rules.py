@@ -199,3 +199,18 @@ def test_folded_mean_divisor_follows_the_reduced_sizes(rng):
     mean, y2 = run(res.model, {"x": x})
     np.testing.assert_allclose(mean, x.mean(1), rtol=1e-5)
     np.testing.assert_allclose(y2, 2 * x.sum(1), rtol=1e-5)
+
+
+def test_downsample_then_upsample_restricts_sizes_to_multiples(rng):
+    """Conv stride 2, nearest upsample x2, concat with the input: only even sizes line up."""
+    w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                    helper.make_node("Resize", ["c", "", "scales"], ["u"], mode="nearest"),
+                    helper.make_node("Concat", ["x", "u"], ["y"], axis=1)],
+                   [tensor("x", [1, 2, 16, 16])], [tensor("y", [1, 4, 16, 16])],
+                   {"w": w, "scales": np.array([1, 1, 2, 2], np.float32)})
+    res = dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])
+    assert res.ranges["height"].multiple == 2 and res.ranges["width"].multiple == 2
+    assert all(c.shape["height"] % 2 == 0 for c in res.report.checks)
+    out = run(res.model, {"x": rng.standard_normal((1, 2, 10, 14)).astype(np.float32)})[0]
+    assert out.shape == (1, 4, 10, 14)

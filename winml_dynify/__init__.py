@@ -2,5 +2,7 @@
 
 from .api import DynifyResult, dynify
 from .errors import DynifyError, RefusedError, UsageError, VerificationError
+from .inspection import inspect_model
 
-__all__ = ["DynifyError", "DynifyResult", "RefusedError", "UsageError", "VerificationError", "dynify"]
+__all__ = ["DynifyError", "DynifyResult", "RefusedError", "UsageError", "VerificationError", "dynify",
+           "inspect_model"]

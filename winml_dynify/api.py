@@ -12,8 +12,9 @@ import onnx
 from . import io
 from .dims import N_POINTS
 from .errors import RefusedError, UsageError
-from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, rewrite
-from .spec import AxisSpec, parse_axis, resolve
+from .presets import Selection, select
+from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
+from .spec import AxisSpec, OutputAxis, check_outputs, graph_output_dims, parse_axis, resolve
 from .verify import Verifier, VerifyReport, check_shapes
 
 AxisRequest = str | tuple[str, int, str]
@@ -30,6 +31,7 @@ class DynifyResult:
     outputs: dict[str, list[int | str | None]]
     report: VerifyReport | None = None
     notes: list[str] = field(default_factory=list)
+    selections: list[Selection] = field(default_factory=list)  # what each requested preset picked
 
     @property
     def verified(self) -> bool:
@@ -38,7 +40,8 @@ class DynifyResult:
     def as_dict(self) -> dict:
         return {
             "axes": [{"input": a.input, "axis": a.axis, "symbol": a.symbol} for a in self.axes],
-            "symbols": {s: {"static": r.static, "min": r.min, "max": r.max, "reason": r.reason}
+            "symbols": {s: {"static": r.static, "min": r.min, "max": r.max, "multiple": r.multiple,
+                            "reason": r.reason}
                         for s, r in self.ranges.items()},
             "outputs": self.outputs,
             "rewrites": self.rewrites,
@@ -54,22 +57,31 @@ def _requests(axes: Sequence[AxisRequest]) -> list[tuple[str, int, str]]:
 def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisRequest], *, verify: bool = True,
            shapes: dict[str, list[int]] | None = None, references: Sequence[str] = (),
            provider: str = "CPUExecutionProvider", opt_levels: Sequence[str] = ("disabled", "all"),
-           seed: int = 0, progress: Callable[[int, int], None] | None = None) -> DynifyResult:
+           seed: int = 0, progress: Callable[[int, int], None] | None = None,
+           presets: Sequence[str] = (), expect_outputs: Sequence[OutputAxis] = ()) -> DynifyResult:
     """Make ``axes`` of ``model`` symbolic, rewrite what depended on them and check parity.
 
-    Raises :class:`UsageError` for bad requests, :class:`RefusedError` when the model cannot be made
-    dynamic soundly. Verification failures are reported in ``result.report`` (``result.verified``).
+    ``presets`` (``"batch"``, ``"seq"``, ``"image"``) add the axes :mod:`winml_dynify.presets` selects;
+    ``expect_outputs`` are output dims a ``dynamic_axes`` dict declares, checked against the derived ones
+    before verification. Raises :class:`UsageError` for bad requests, :class:`RefusedError` when the model
+    cannot be made dynamic soundly. Verification failures are reported in ``result.report``
+    (``result.verified``).
     """
     original = io.load(model) if not isinstance(model, onnx.ModelProto) else model
+    selections = select(original, list(presets))
+    axes = [*axes, *(a for sel in selections for a in sel.axes)]
     if not axes:
         raise UsageError("no axes requested: give at least one --axis NAME:AXIS=SYMBOL")
     specs, statics = resolve(original, _requests(axes))
     if not specs:
-        return DynifyResult(original, [], {}, [], {}, None, ["every requested dim already has its symbol"])
+        check_outputs(list(expect_outputs), graph_output_dims(original))
+        return DynifyResult(original, [], {}, [], {}, None, ["every requested dim already has its symbol"],
+                            selections)
     done = rewrite(original, specs, statics)
-    _self_check(done.model, specs, statics)
+    _self_check(done.model, specs, statics, {s: r.multiple for s, r in done.ranges.items() if r.multiple > 1})
     _record_metadata(done.model, done.ranges)
-    result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs)
+    result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
+    check_outputs(list(expect_outputs), result.outputs)
     if verify:
         unknown = [s for s in (shapes or {}) if s not in statics]
         if unknown:
@@ -80,13 +92,14 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     return result
 
 
-def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> None:
-    """The rewritten graph must analyse with nothing left to bind, and onnx must infer it strictly."""
+def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
+                multiples: dict[str, int]) -> None:
+    """The rewritten graph must analyse with nothing left to bind or rewrite, and onnx must infer it strictly."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     name_nodes(probe.graph)
-    an = analyse_request(probe, specs, statics)
-    leftover = [o.describe() for o in an.bindings] + an.conflicts
+    an = analyse_request(probe, specs, statics, multiples)
+    leftover = [o.describe() for o in an.bindings] + an.conflicts + pending_sites(probe, an)
     if leftover:
         raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
     sym = an.symbols
@@ -106,7 +119,8 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
 def _record_metadata(model: onnx.ModelProto, ranges: dict[str, SymbolRange]) -> None:
     """Store the symbol ranges; keep winml.io.* specs true (symbolic dims, ranges)."""
     props = {p.key: p for p in model.metadata_props}
-    value = json.dumps({s: {"min": r.min, "max": r.max, "static": r.static} for s, r in ranges.items()})
+    value = json.dumps({s: {"min": r.min, "max": r.max, "multiple": r.multiple, "static": r.static}
+                        for s, r in ranges.items()})
     if RANGE_KEY in props:
         props[RANGE_KEY].value = value
     else:

@@ -4,19 +4,51 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import onnxruntime as ort
 import typer
 
-from . import io
+from . import io, presets, sidecar
 from .api import DynifyResult, dynify
-from .errors import EXIT_VERIFY_FAILED, DynifyError, UsageError
-from .spec import axes_from_json
+from .errors import EXIT_VERIFY_FAILED, DynifyError, RefusedError, UsageError
+from .fix import fix_dims
+from .inspection import inspect_model
+from .spec import dynamic_axes_from_json, parse_axis
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Make a statically exported ONNX model dynamic, verified by parity on onnxruntime.")
+inspect_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                          help="Show a model's inputs, outputs and candidate dynamic axes.")
+
+
+class Target(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    dml = "dml"
+    qnn = "qnn"
+
+
+def _qnn_refusal(axis: list[str], wanted: list[str]) -> RefusedError:
+    """Why ``--target qnn`` is refused, with the command that fixes the dims back."""
+    symbols: list[str] = []
+    for text in axis:
+        try:
+            symbols.append(parse_axis(text)[2])
+        except UsageError:
+            continue
+    symbols += [{"batch": presets.BATCH, "seq": presets.SEQ}.get(w, presets.HEIGHT) for w in wanted]
+    symbols += [presets.WIDTH] if "image" in wanted else []
+    names = f" ({', '.join(dict.fromkeys(symbols))})" if symbols else ""
+    return RefusedError(
+        "--target qnn: the QNN execution provider's HTP backend needs static shapes (it rejects nodes with "
+        "dynamic shapes, and its Expand builder needs a constant shape), so a dynified model is only an "
+        "interchange form there. Deploy the static export on QNN, or fix the dims of a dynified model back to "
+        f"the sizes you will run{names}: winml-dynify fix MODEL SYMBOL=N ... (fixes and folds the shape "
+        "computations back), or python -m onnxruntime.tools.make_dynamic_shape_fixed --dim_param SYMBOL "
+        "--dim_value N IN.onnx OUT.onnx once per symbol")
 
 
 def _parse_shapes(text: str) -> dict[str, list[int]]:
@@ -40,7 +72,9 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
     echo(f"symbolic dims: {', '.join(f'{a.input}:{a.axis}={a.symbol}' for a in res.axes) or 'none'}")
     for s, r in res.ranges.items():
         top = r.max if r.max is not None else "inf"
-        echo(f"  {s}: exported {r.static}, valid range [{r.min}, {top}]" + (f" ({r.reason})" if r.reason else ""))
+        step = f", multiples of {r.multiple}" if r.multiple > 1 else ""
+        echo(f"  {s}: exported {r.static}, valid range [{r.min}, {top}]{step}"
+             + (f" ({r.reason})" if r.reason else ""))
     kinds: dict[str, int] = {}
     for rw in res.rewrites:
         kinds[rw["rule"]] = kinds.get(rw["rule"], 0) + 1
@@ -91,12 +125,36 @@ def main_command(
         = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated check inputs.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Preset: axis 0 of every input whose "
+                                                "first dim is the common batch size, symbol 'batch'.")] = False,
+    dynamic_seq: Annotated[bool, typer.Option("--dynamic-seq", help="Preset: axis 1 of the 2-D integer token "
+                                              "inputs (input_ids, attention_mask, ...), symbol "
+                                              "'sequence_length'.")] = False,
+    dynamic_image: Annotated[bool, typer.Option("--dynamic-image", help="Preset: axes 2 and 3 of the 4-D float "
+                                                "(NCHW) inputs, symbols 'height' and 'width'.")] = False,
+    target: Annotated[Target | None, typer.Option("--target", case_sensitive=False, help="Where the model "
+                                                  "will run. qnn is refused: its HTP backend needs static "
+                                                  "shapes.")] = None,
 ) -> None:
-    """Make the chosen input dims of MODEL symbolic and rewrite every shape constant that depended on them."""
+    """Make the chosen input dims of MODEL symbolic and rewrite every shape constant that depended on them.
+
+    Also: winml-dynify inspect MODEL (inputs, outputs, candidate axes, what each preset would do).
+    """
     try:
+        wanted = [name for name, on in (("batch", dynamic_batch), ("seq", dynamic_seq), ("image", dynamic_image))
+                  if on]
+        if target is Target.qnn:
+            raise _qnn_refusal(list(axis or []), wanted)
         requests: list = list(axis or [])
+        loaded, external = io.read(model)
+        declared = []
         if axes_json is not None:
-            requests += axes_from_json(axes_json)
+            from_json, declared = dynamic_axes_from_json(axes_json, loaded)
+            requests += from_json
+        for sel in presets.select(loaded, wanted):
+            if not quiet:
+                typer.echo(sel.describe())
+            requests += sel.axes
         if ep not in ort.get_available_providers():
             raise UsageError(f"execution provider {ep!r} is not available; installed: "
                              f"{', '.join(ort.get_available_providers())}")
@@ -104,18 +162,26 @@ def main_command(
         out = output or model.with_name(f"{model.stem}.dynamic.onnx")
         if out.resolve() == model.resolve():
             raise UsageError("the output path is the input model; choose another -o")
+        side = sidecar.read(model)
+        if side is not None:
+            sidecar.target(model, out)
         progress = None if quiet or not sys.stderr.isatty() else _progress
-        loaded, external = io.read(model)
         res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
-                     references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress)
+                     references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
+                     expect_outputs=declared)
         failed = res.report is not None and not res.report.ok
-        written = None
+        written = side_written = None
         if not plan and (not failed or keep_failed):
             io.save(res.model, out, external=external)
             written = out
+            ranges = {s: {"min": r.min, "max": r.max, "static": r.static} for s, r in res.ranges.items()}
+            side_written = sidecar.write_beside(model, out, loaded, res.model, ranges, data=side)
         if report is not None:
-            report.write_text(json.dumps(res.as_dict(), indent=1))
+            report.write_text(json.dumps({**res.as_dict(), "sidecar": str(side_written) if side_written else None},
+                                         indent=1))
         _print_summary(res, written, quiet, plan)
+        if side_written is not None and not quiet:
+            typer.echo(f"wrote {side_written}")
         if failed:
             bad = next(c for c in res.report.checks if c.status == "failed")
             typer.echo(f"error: verification failed at {bad.shape} ({bad.oracle}, opt {bad.opt_level}): "
@@ -136,5 +202,103 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+@inspect_app.command()
+def inspect_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model to inspect.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+) -> None:
+    """Show the inputs, outputs and candidate dynamic axes of MODEL, and whether each preset's axes can be
+    made dynamic (the rewrite is tried, not verified; nothing is written)."""
+    try:
+        info = inspect_model(model)
+    except DynifyError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    for line in format_inspection(info):
+        typer.echo(line)
+
+
+def _shape(dims: list) -> str:
+    return f"[{', '.join('?' if d is None else str(d) for d in dims)}]"
+
+
+def format_inspection(info: dict, max_targets: int = 4) -> list[str]:
+    """The text ``winml-dynify inspect`` prints for an :func:`inspect_model` result."""
+    lines = []
+    for kind in ("inputs", "outputs"):
+        lines.append(f"{kind}:")
+        width = max((len(t["name"]) for t in info[kind]), default=0)
+        for t in info[kind]:
+            lines.append(f"  {t['name']:<{width}}  {t['dtype'] or '?':<8} {_shape(t['shape'])}")
+    lines.append("candidate axes:")
+    width = max((len(f"{c['input']}:{c['axis']}") for c in info["candidates"]), default=0)
+    for c in info["candidates"]:
+        picks = ", ".join(f"--dynamic-{p} ({sym})" for p, sym in c["presets"].items()) or "-"
+        lines.append(f"  {c['input'] + ':' + str(c['axis']):<{width}}  {c['size']!s:>6}  {picks}")
+    lines.append("presets:")
+    rows = [(f"--dynamic-{name}", p) for name, p in info["presets"].items()]
+    if "combined" in info:
+        rows.append((" ".join(f"--dynamic-{n}" for n in info["combined"]["presets"]), info["combined"]))
+    for label, p in rows:
+        if p["status"] == "unavailable":
+            lines.append(f"  {label}: {p['message'].removeprefix(label + ' ').removeprefix(label + ': ')}")
+            continue
+        lines.append(f"  {label}: {', '.join(p['axes'])}")
+        if p["status"] != "ok":
+            lines.append(f"    cannot become dynamic: {p['message']}")
+            continue
+        rules = ", ".join(f"{k}: {v}" for k, v in p["rules"].items())
+        lines.append(f"    can become dynamic: {p['rewrites']} rewrites" + (f" ({rules})" if rules else ""))
+        for sym, r in p["ranges"].items():
+            top = r["max"] if r["max"] is not None else "inf"
+            lines.append(f"    {sym}: exported {r['static']}, valid range [{r['min']}, {top}]"
+                         + (f" ({r['reason']})" if r["reason"] else ""))
+        if p["targets"]:
+            more = len(p["targets"]) - max_targets
+            lines.append(f"    rewritten: {', '.join(p['targets'][:max_targets])}"
+                         + (f" (+{more} more)" if more > 0 else ""))
+    h = info["hierarchy"]
+    lines.append(f"hierarchy tags: {h['tagged_nodes']}/{h['nodes']} nodes tagged; sidecar: {h['sidecar'] or 'none'}")
+    return lines
+
+
+fix_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@fix_app.command()
+def fix_command(
+    model: Annotated[Path, typer.Argument(help="A dynified ONNX model.")],
+    values: Annotated[list[str], typer.Argument(help="SYMBOL=SIZE for each symbol to fix, e.g. batch=1 seq=128.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output path "
+                                                "(default: <stem>.fixed.onnx beside MODEL).")] = None,
+) -> None:
+    """Fix symbols of MODEL back to sizes and fold the shape computations: the static graph the QNN/HTP
+    path expects."""
+    try:
+        sizes = {}
+        for v in values:
+            name, _, size = v.partition("=")
+            if not name or not size.isdigit():
+                raise UsageError(f"malformed {v!r}: expected SYMBOL=SIZE, e.g. seq=128")
+            sizes[name] = int(size)
+        loaded, external = io.read(model)
+        out = output or model.with_name(f"{model.stem}.fixed.onnx")
+        if out.resolve() == model.resolve():
+            raise UsageError("the output path is the input model; choose another -o")
+        io.save(fix_dims(loaded, sizes), out, external=external)
+        typer.echo(f"fixed {', '.join(f'{k}={v}' for k, v in sizes.items())}; wrote {out}")
+    except DynifyError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+
+
 def main() -> None:
-    app()
+    if len(sys.argv) > 1 and sys.argv[1] == "inspect":
+        inspect_app(args=sys.argv[2:], prog_name="winml-dynify inspect")
+    elif len(sys.argv) > 1 and sys.argv[1] == "fix":
+        fix_app(args=sys.argv[2:], prog_name="winml-dynify fix")
+    else:
+        app()

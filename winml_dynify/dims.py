@@ -28,13 +28,15 @@ class Symbol:
     vals: Vals
 
 
-def make_symbols(statics: dict[str, int]) -> dict[str, Symbol]:
-    """Give every symbol its sample values (point 0 is the static value)."""
+def make_symbols(statics: dict[str, int], multiples: dict[str, int] | None = None) -> dict[str, Symbol]:
+    """Give every symbol its sample values (point 0 is the static value); a symbol restricted to
+    multiples of ``k`` samples only multiples of ``k``."""
     out = {}
     for i, (name, v) in enumerate(statics.items()):
         off = _OFFSETS[i % len(_OFFSETS)]
         extra = i // len(_OFFSETS) * 24
-        vals = (v, *(v * m + o + extra for m, o in zip(_MUL, off, strict=True)))
+        k = (multiples or {}).get(name, 1)
+        vals = (v, *(v * m + (o + extra) * k for m, o in zip(_MUL, off, strict=True)))
         out[name] = Symbol(name, v, vals)
     return out
 

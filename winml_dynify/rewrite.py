@@ -27,6 +27,7 @@ class SymbolRange:
     min: int = 1
     max: int | None = None
     reason: str = ""
+    multiple: int = 1  # valid sizes are multiples of this (strided downsampling then upsampling)
 
 
 @dataclass
@@ -83,9 +84,27 @@ def _prune(graph: onnx.GraphProto) -> int:
     return removed
 
 
-def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> Analysis:
-    symbols = make_symbols(statics)
+def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
+                    multiples: dict[str, int] | None = None) -> Analysis:
+    symbols = make_symbols(statics, multiples)
     return analyse(model, _input_dims(model, specs, symbols), symbols)
+
+
+def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
+                  an: Analysis) -> tuple[Analysis, dict[str, int]]:
+    """Spatial symbols that only work at multiples of a stride (a downsample later concatenated with an
+    upsample): retry with every non-batch symbol restricted to multiples of 2, 4, ... 64, and keep the
+    smallest restriction under which the graph is consistent."""
+    spatial = sorted({s.symbol for s in specs if s.axis >= 2})
+    k = 2
+    while an.conflicts and spatial and k <= 64:
+        if all(statics[s] % k == 0 for s in spatial):
+            multiples = dict.fromkeys(spatial, k)
+            trial = analyse_request(model, specs, statics, multiples)
+            if not trial.conflicts:
+                return trial, multiples
+        k *= 2
+    return an, {}
 
 
 def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> Rewritten:
@@ -94,6 +113,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     graph = model.graph
     name_nodes(graph)
     an = analyse_request(model, specs, statics)
+    an, multiples = _with_strides(model, specs, statics, an)
     symbols = an.symbols
     sources = {}
     for s in specs:
@@ -162,6 +182,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         rw["target"] = _original_name(rw["target"])
 
     result.ranges = _ranges(statics, an.upper, uppers, symbols)
+    for s, k in multiples.items():
+        result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
     return result
 

@@ -170,7 +170,8 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
             cands = [max(1, v // 2 - 1), max(1, v - 3), 1, top if top is not None else v + 5]
         else:
             cands = [v * 2, v + v // 2]
-        per[s] = [c for c in dict.fromkeys(cands) if c >= r.min and (top is None or c <= top) and c != v][:4]
+        per[s] = [c for c in dict.fromkeys(cands)
+                  if c >= r.min and (top is None or c <= top) and c != v and c % r.multiple == 0][:4]
     base = {s: r.static for s, r in ranges.items()}
     shapes = [dict(base)]
     for s, vals in per.items():

@@ -100,6 +100,10 @@ def range_limit(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Realiz
     if start.value is None or delta.value is None or not (is_static(start.value[0]) and is_static(delta.value[0])):
         return None  # computed in the graph already
     s, d = start.value[0][0], delta.value[0][0]
+    current = _info(an, node, 1)
+    if current is not None and current.value is not None and all(
+            -(-(current.value[0][p] - s) // d) == n[p] for p in range(N_POINTS)):
+        return None
     lim = rz.scalar(n)
     if d != 1:
         lim = rz.node("Mul", [lim, rz.const(np.array(d, np.int64))])
@@ -118,8 +122,12 @@ def slice_bounds(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Reali
     ok = True
     for j, a in enumerate(axes):
         a = a + r if a < 0 else a
+        d, s, e = x.shape[a].vals, st.value[j], en.value[j]
+        if is_static(d) and is_static(s) and not is_static(e):  # a run-time end within a table
+            ok &= tuple(v - s[0] for v in e) == need[a]
+            continue
         for p in range(N_POINTS):
-            if _slice_dim(x.shape[a].vals[p], st.value[j][p], en.value[j][p], steps[j]) != need[a][p]:
+            if _slice_dim(d[p], s[p], e[p], steps[j]) != need[a][p]:
                 ok = False
     if ok:
         return None
