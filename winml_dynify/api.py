@@ -99,7 +99,10 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     probe.CopyFrom(model)
     name_nodes(probe.graph)
     an = analyse_request(probe, specs, statics, multiples)
-    leftover = [o.describe() for o in an.bindings] + an.conflicts + pending_sites(probe, an)
+    inputs = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
+    leftover = [f"{s.input}:{s.axis} is not the symbol {s.symbol!r}" for s in specs
+                if inputs[s.input][s.axis].dim_param != s.symbol]
+    leftover += [o.describe() for o in an.bindings] + an.conflicts + pending_sites(probe, an)
     if leftover:
         raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
     sym = an.symbols
