@@ -50,8 +50,8 @@ def test_padding_catches_wrong_position_ids(monkeypatch):
     """Position ids (the 2-D arange) rebuilt with a wrong offset: padding (and original) reject it."""
     real = constants._affine
 
-    def shifted(arr, axis, arange):
-        got = real(arr, axis, arange)
+    def shifted(arr, kinds):
+        got = real(arr, kinds)
         return got if got is None or arr.ndim != 2 else (got[0] + 1, got[1])
 
     monkeypatch.setattr(constants, "_affine", shifted)

@@ -43,7 +43,9 @@ class TInfo:
 class Binding:
     vals: Vals
     node: str  # the node that forced it
-    kind: str = "follow"  # "follow", "arange" (a size-1 axis that is really an index) or "row-offset"
+    # "follow"; "arange" (a size-1 axis that is really an index); "arange-component" (the same, for the
+    # first component of GatherND index pairs); "row-offset"
+    kind: str = "follow"
     row: Vals | None = None  # row-offset: the length of one row of the flattened axis
 
 
@@ -239,6 +241,8 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
     """
     out: dict[Origin, Binding] = {}
     for node in ctx.graph.node:
+        if node.op_type == "GatherND":
+            out.update(_nd_row_bindings(ctx, node, consts))
         if node.op_type != "Gather" or len(node.input) < 2:
             continue
         data, idx = ctx.info(node.input[0]), ctx.info(node.input[1])
@@ -267,6 +271,24 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
                         and axis_dim == tuple(a * b for a, b in zip(sym.vals, d.vals, strict=True))):
                     out[lead.origin] = Binding(sym.vals, node.name, "row-offset", d.vals)
     return out
+
+
+def _nd_row_bindings(ctx: Ctx, node: onnx.NodeProto, consts) -> dict[Origin, Binding]:
+    """GatherND with folded ``[row, col]`` index pairs whose row component is a folded ``arange(batch)``
+    (all zero, leading axis of size 1) over data whose first axis is a symbol of static value 1."""
+    data, idx = ctx.info(node.input[0]), ctx.info(node.input[1])
+    cname = _folded_constant(ctx, node.input[1], consts)
+    if (cname is None or data is None or data.shape is None or idx is None or idx.shape is None
+            or any(a.name == "batch_dims" and a.i for a in node.attribute)):
+        return {}
+    arr = consts[cname][0]
+    lead = idx.shape[0]
+    if arr.ndim < 2 or arr.shape[0] != 1 or np.any(arr[..., 0] != 0) or lead.origin is None or not lead.static:
+        return {}
+    for sym in ctx.symbols.values():
+        if sym.static == 1 and data.shape[0].vals == sym.vals:
+            return {lead.origin: Binding(sym.vals, node.name, "arange-component")}
+    return {}
 
 
 def _column_bindings(ctx: Ctx, name: str, consts, offset: str, row: Vals, by: str) -> dict[Origin, Binding]:

@@ -86,7 +86,7 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
         unknown = [s for s in (shapes or {}) if s not in statics]
         if unknown:
             raise UsageError(f"--check-shapes names unknown symbols {unknown}; symbols are {list(statics)}")
-        v = Verifier(original, done.model, specs, done.outputs, provider, seed)
+        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges)
         plan = check_shapes(done.ranges, v.roles, shapes)
         result.report = v.run(plan, list(opt_levels), list(references), progress)
     return result

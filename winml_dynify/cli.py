@@ -98,7 +98,7 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
             echo(f"  {c.oracle:<11}{shape:<28}{c.opt_level:<10}{c.status:<12}{diff:>10}  {c.note[:70]}")
         counts = {s: sum(c.status == s for c in res.report.checks) for s in ("passed", "failed", "unverified")}
         echo(f"  {counts['passed']} passed, {counts['failed']} failed, {counts['unverified']} unverified"
-             + (" (ran and shapes matched, but no oracle covers them; add --reference exports)"
+             + (" (no oracle covers them, or they lie outside the valid range: see their notes)"
                 if counts["unverified"] else ""))
     for n in res.notes:
         echo(f"note: {n}")

@@ -188,6 +188,18 @@ def _gather(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
     return [_with_value(shape, vals, data.dtype, origins)]
 
 
+@op("GatherND")
+def _gather_nd(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
+    data, idx = ins
+    b = ctx.attr("batch_dims", 0)
+    for d, i in zip(data.shape[:b], idx.shape[:b], strict=True):
+        ctx.equate(d, i)
+    depth = idx.shape[-1]
+    if not depth.static:
+        return [None]
+    return [TInfo(idx.shape[:-1] + data.shape[b + depth.s0:], None, None, data.dtype)]
+
+
 @op("GatherElements")
 def _gather_elements(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     """Output takes the index shape; off the gather axis the index may not outgrow the data, so equal

@@ -120,7 +120,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         sources.setdefault(s.symbol, (s.input, s.axis))
     rz = Realizer(symbols, sources, opset_of(model))
     if an.conflicts:
-        _first_unbuildable(graph, an, Realizer(symbols, sources, opset_of(model)))
+        _first_unbuildable(model, an, Realizer(symbols, sources, opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs))
     result = Rewritten(model, symbols)
     nodes = {n.name: n for n in graph.node}
@@ -263,15 +263,14 @@ def _bound_constants(an: Analysis) -> dict[str, dict[int, Binding]]:
     return bound
 
 
-def _first_unbuildable(graph: onnx.GraphProto, an: Analysis, rz: Realizer) -> None:
+def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs: list[AxisSpec]) -> None:
     """When the analysis found conflicts, a constant that cannot be rebuilt is usually their root cause."""
-    consts = constants(graph)
-    tables = {t.name: consts[t.name][0] for t in graph.initializer}
+    consts = constants(model.graph)
+    tables = {t.name: consts[t.name][0] for t in model.graph.initializer}
     for cname, axes in _bound_constants(an).items():
         try:
-            regenerate(cname, *consts[cname], axes, tables, rz)
+            regenerate(cname, *consts[cname], axes, tables, rz, _sequence_only(model, axes.values(), specs, an.symbols))
         except RefusedError as e:
-            specs = [AxisSpec("", 0, s) for s in an.symbols]
             raise RefusedError(f"{e}{_hint(specs)}") from None
 
 

@@ -4,8 +4,9 @@ Tracing folds ``arange``, fills, masks and table look-ups into constants of the 
 constant with bound axes the content is classified and rebuilt at run time:
 
 * **fill**: constant along a bound axis -> that axis collapses to 1 and is ``Expand``-ed;
-* **affine**: ``base + slope * index`` along one axis (position ids, mask indices, rotary angles) ->
-  ``Range``; a size-1 axis bound as an index (a folded ``arange(batch)``) is the case ``slope = 1``;
+* **affine**: ``base + sum of slope * index`` along the bound axes (position ids, mask indices, rotary
+  angles, GatherND index pairs) -> ``Range``s; a size-1 axis bound as an index (a folded
+  ``arange(batch)``) is the case ``slope = 1``;
 * **table prefix**: rows ``o .. o+n`` of a table still in the model -> ``Slice`` of that table,
   bounding the symbol by the table's length;
 * **exported prefix**: any other content along one axis (a position table folded by an optimiser, whose
@@ -58,16 +59,33 @@ def _index(rz: Realizer, vals: Vals, rank: int, axis: int, dtype: int) -> str:
     return r
 
 
-def _affine(arr: np.ndarray, axis: int, arange: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    n = arr.shape[axis]
-    base = np.take(arr, [0], axis=axis)
-    if arange and n == 1:
-        return base, np.ones_like(base)
-    if n < 2 or arr.dtype == np.bool_:
+def _affine(arr: np.ndarray, kinds: dict[int, str]) -> tuple[np.ndarray, dict[int, np.ndarray]] | None:
+    """``arr == base + sum_a slope_a * index_a`` over the axes ``kinds`` (each slope constant along its
+    own axis); None when the content is not of that form."""
+    if arr.dtype == np.bool_:
         return None
-    slope = np.take(arr, [1], axis=axis) - base
-    idx = np.arange(n).reshape([n if k == axis else 1 for k in range(arr.ndim)])
-    return (base, slope) if _close(arr, (base + slope * idx).astype(arr.dtype)) else None
+    base = arr
+    for a in kinds:
+        base = np.take(base, [0], axis=a)
+    slopes: dict[int, np.ndarray] = {}
+    rebuilt = base
+    for a, kind in kinds.items():
+        n = arr.shape[a]
+        if kind == "arange" and n == 1:
+            slope = np.ones_like(base)
+        elif kind == "arange-component" and n == 1:  # GatherND index pairs: only the row component counts
+            slope = np.zeros_like(base)
+            slope[..., 0] = 1
+        elif n < 2:
+            return None
+        else:
+            second = arr
+            for b in kinds:
+                second = np.take(second, [1 if b == a else 0], axis=b)
+            slope = second - base
+        slopes[a] = slope
+        rebuilt = rebuilt + slope * np.arange(n).reshape([n if k == a else 1 for k in range(arr.ndim)])
+    return (base, slopes) if _close(arr, rebuilt.astype(arr.dtype)) else None
 
 
 def _table_prefix(name: str, arr: np.ndarray, axis: int, tables: dict[str, np.ndarray]):
@@ -107,7 +125,7 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
     """
     offsets = {a: b for a, b in axes.items() if b.kind == "row-offset"}
     axes = {a: b for a, b in axes.items() if a not in offsets}
-    uniform = [a for a, b in axes.items() if b.kind != "arange" and _close(
+    uniform = [a for a, b in axes.items() if not b.kind.startswith("arange") and _close(
         arr, np.broadcast_to(np.take(arr, [0], axis=a), arr.shape))]
     core = arr
     for a in uniform:
@@ -116,30 +134,33 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
     kinds = ["fill"] if uniform else []
     index = None
     upper: list[tuple[Vals, int, str]] = []
+    aff = _affine(core, {a: axes[a].kind for a in rest}) if rest else None
     if not rest:
         out = rz.const(core)
+    elif aff is not None:
+        base, slopes = aff
+        out = None
+        for a, slope in slopes.items():
+            term = _index(rz, axes[a].vals, core.ndim, a, dtype)
+            if not np.all(slope == 1):
+                term = rz.node("Mul", [term, rz.const(slope)])
+            out = term if out is None else rz.node("Add", [out, term])
+        if not np.all(base == 0):
+            out = rz.node("Add", [out, rz.const(base)])
+        kinds.append("arange" if any(axes[a].kind.startswith("arange") for a in rest) else "affine")
+        if core.dtype.kind == "i" and len(rest) == 1:
+            index = (axes[rest[0]].vals, int(base.max()), int(slopes[rest[0]].max()))
     elif len(rest) == 1:
         a = rest[0]
         vals = axes[a].vals
-        aff = _affine(core, a, axes[a].kind == "arange")
-        prefix = None if aff else _table_prefix(name, core, a, tables)
-        if aff is not None:
-            base, slope = aff
-            out = _index(rz, vals, core.ndim, a, dtype)
-            if not np.all(slope == 1):
-                out = rz.node("Mul", [out, rz.const(slope)])
-            if not np.all(base == 0):
-                out = rz.node("Add", [out, rz.const(base)])
-            kinds.append("arange" if axes[a].kind == "arange" else "affine")
-            if core.dtype.kind == "i":
-                index = (vals, int(base.max()), int(slope.max()))
-        elif prefix is not None:
+        prefix = _table_prefix(name, core, a, tables)
+        if prefix is not None:
             tname, o, total = prefix
             end = rz.dim(vals) if o == 0 else rz.node("Add", [rz.dim(vals), rz.const(np.array([o], np.int64))])
             out = rz.node("Slice", [tname, rz.const(np.array([o], np.int64)), end, rz.const(np.array([a], np.int64))])
             upper.append((vals, total - o, f"table '{tname}' has {total} rows"))
             kinds.append("table-prefix")
-        elif prefix_ok and axes[a].kind != "arange" and core.shape[a] > 1:
+        elif prefix_ok and not axes[a].kind.startswith("arange") and core.shape[a] > 1:
             n = core.shape[a]  # the rest of the table is gone: keep the exported rows, bound the symbol
             out = rz.node("Slice", [rz.const(core), rz.const(np.array([0], np.int64)), rz.dim(vals),
                                     rz.const(np.array([a], np.int64))])
