@@ -214,3 +214,18 @@ def test_downsample_then_upsample_restricts_sizes_to_multiples(rng):
     assert all(c.shape["height"] % 2 == 0 for c in res.report.checks)
     out = run(res.model, {"x": rng.standard_normal((1, 2, 10, 14)).astype(np.float32)})[0]
     assert out.shape == (1, 4, 10, 14)
+
+
+def test_gather_nd_index_pairs_with_a_folded_row(rng):
+    """Dynamo exports index the mask with folded [row, col] pairs: rows become arange(batch), cols arange(seq)."""
+    pairs = np.stack([np.zeros(16, np.int64), np.arange(16)], -1).reshape(1, 1, 1, 16, 2)
+    m = make_model([helper.make_node("GatherND", ["mask", "pairs"], ["g"]),
+                    helper.make_node("Cast", ["g"], ["gf"], to=TensorProto.FLOAT),
+                    helper.make_node("Mul", ["gf", "x"], ["y"])],
+                   [tensor("mask", [1, 16], TensorProto.INT64), tensor("x", [1, 1, 1, 16])],
+                   [tensor("y", [1, 1, 1, 16])], {"pairs": pairs})
+    res = dynify(m, ["mask:0=batch", "mask:1=seq", "x:0=batch", "x:3=seq"])
+    assert res.verified
+    mask = rng.integers(0, 2, (3, 5)).astype(np.int64)
+    x = rng.standard_normal((3, 1, 1, 5)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"mask": mask, "x": x})[0], mask[:, None, None, :] * x)
