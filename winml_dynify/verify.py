@@ -373,8 +373,9 @@ class Verifier:
         truth: dict[str, np.ndarray] = {}
         for j, name in enumerate(self.out_names):
             dims = self.outputs.get(name)
-            if dims is None or sum(d in batch for d in dims) > 1 or any(isinstance(d, str) and "*" in d for d in dims) or any(d is None for d in dims):
-                continue
+            if (dims is None or sum(d in batch for d in dims) > 1 or any(d is None for d in dims)
+                    or any(isinstance(d, str) and "*" in d for d in dims)):
+                continue  # samples mixed on one axis, or an axis the oracle cannot cut
             parts = []
             for out, take in groups:
                 a = out[j]
