@@ -229,3 +229,18 @@ def test_gather_nd_index_pairs_with_a_folded_row(rng):
     mask = rng.integers(0, 2, (3, 5)).astype(np.int64)
     x = rng.standard_normal((3, 1, 1, 5)).astype(np.float32)
     np.testing.assert_allclose(run(res.model, {"mask": mask, "x": x})[0], mask[:, None, None, :] * x)
+
+
+def test_local_attention_band_mask_extends(rng):
+    """A band (causal, window 4) folded at 16: rebuilt from j - i, so it holds at any length."""
+    i, j = np.arange(16)[:, None], np.arange(16)[None]
+    band = ((j <= i) & (i - j < 4))[None]
+    m = make_model([helper.make_node("Where", ["band", "x", "neg"], ["y"])],
+                   [tensor("x", [1, 16, 16])], [tensor("y", [1, 16, 16])],
+                   {"band": band, "neg": np.array(-1e9, np.float32)})
+    res = dynify(m, ["x:1=seq", "x:2=seq"])
+    assert any(r["rule"] == "band-mask" for r in res.rewrites)
+    n = 23
+    x = rng.standard_normal((1, n, n)).astype(np.float32)
+    i, j = np.arange(n)[:, None], np.arange(n)[None]
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.where((j <= i) & (i - j < 4), x, -1e9))

@@ -31,6 +31,8 @@ from ..dims import Vals
 from ..errors import RefusedError
 from ..realize import Realizer
 
+MAX_STEPS = 3  # a relative mask with more pieces (position buckets) is kept at its exported size
+
 
 @dataclass
 class Regenerated:
@@ -202,23 +204,12 @@ def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, va
     """A step or affine function of ``j - i`` at run time; (None, kind) when ``f`` is neither."""
     ds = sorted(f)
     values = [f[d] for d in ds]
-    distinct = list(dict.fromkeys(values))
 
     def difference() -> str:
         i = _index(rz, vals, core.ndim, a, onnx.TensorProto.INT64)
         j = _index(rz, vals, core.ndim, b, onnx.TensorProto.INT64)
         return rz.node("Sub", [j, i])
 
-    if len(distinct) == 2:
-        cut = next(k for k in range(1, len(ds)) if values[k] != values[k - 1])
-        if all(v == values[0] for v in values[:cut]) and all(v == values[-1] for v in values[cut:]):
-            diff = difference()
-            cond = rz.node("GreaterOrEqual", [diff, rz.const(np.array(ds[cut], np.int64))])
-            if core.dtype == np.bool_:  # onnxruntime has no boolean Where: the condition is the mask
-                return (cond if values[-1] else rz.node("Not", [cond])), "causal-mask"
-            hi = np.array(values[-1], dtype=core.dtype)
-            lo = np.array(values[0], dtype=core.dtype)
-            return rz.node("Where", [cond, rz.const(hi), rz.const(lo)]), "causal-mask"
     if core.dtype.kind in "fi" and len(ds) > 1:
         slope = values[1] - values[0]
         if all(np.isclose(values[0] + slope * (d - ds[0]), v) for d, v in zip(ds, values, strict=True)):
@@ -227,4 +218,23 @@ def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, va
                 diff = rz.node("Cast", [diff], to=dtype)
             out = rz.node("Mul", [diff, rz.const(np.array(slope, core.dtype))])
             return rz.node("Add", [out, rz.const(np.array(f[0], core.dtype))]), "relative-affine"
+    cuts = [k for k in range(1, len(ds)) if values[k] != values[k - 1]]
+    if 1 <= len(cuts) <= MAX_STEPS:
+        # piecewise constant in j - i (causal masks, local-attention bands): the outer pieces continue
+        diff = difference()
+        kind = "causal-mask" if len(cuts) == 1 else "band-mask"
+        steps = [rz.node("GreaterOrEqual", [diff, rz.const(np.array(ds[c], np.int64))]) for c in cuts]
+        if core.dtype == np.bool_:  # onnxruntime has no boolean Where: OR the pieces that are True
+            out = None
+            for k, v in enumerate([values[0]] + [values[c] for c in cuts]):
+                if not v:
+                    continue
+                parts = ([steps[k - 1]] if k > 0 else []) + ([rz.node("Not", [steps[k]])] if k < len(steps) else [])
+                piece = parts[0] if len(parts) == 1 else rz.node("And", parts)
+                out = piece if out is None else rz.node("Or", [out, piece])
+            return out, kind
+        out = rz.const(np.array(values[0], dtype=core.dtype))
+        for c, step in zip(cuts, steps, strict=True):
+            out = rz.node("Where", [step, rz.const(np.array(values[c], dtype=core.dtype)), out])
+        return out, kind
     return None, "relative-table"
