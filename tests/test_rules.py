@@ -244,3 +244,21 @@ def test_local_attention_band_mask_extends(rng):
     x = rng.standard_normal((1, n, n)).astype(np.float32)
     i, j = np.arange(n)[:, None], np.arange(n)[None]
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.where((j <= i) & (i - j < 4), x, -1e9))
+
+
+def test_seq_first_head_merge_puts_batch_where_the_weight_allows(rng):
+    """(seq, batch, 32) -> [16, 4, 8] -> [16, 32] -> Gemm: at batch 1 the batch factor could sit on either
+    axis of [16, 32]; the weight's in-features (32) decide it is seq*batch."""
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    m = make_model([helper.make_node("Reshape", ["x", "heads"], ["h"]),
+                    helper.make_node("Transpose", ["h"], ["t"], perm=[1, 0, 2]),
+                    helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0, 2]),
+                    helper.make_node("Reshape", ["u", "flat"], ["f"]),
+                    helper.make_node("Gemm", ["f", "w"], ["g"]),
+                    helper.make_node("Reshape", ["g", "back"], ["y"])],
+                   [tensor("x", [16, 1, 32])], [tensor("y", [16, 1, 8])],
+                   {"heads": np.array([16, 4, 8], np.int64), "flat": np.array([16, 32], np.int64),
+                    "back": np.array([16, 1, 8], np.int64), "w": w})
+    res = dynify(m, ["x:0=seq", "x:1=batch"])
+    x = rng.standard_normal((7, 3, 32)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)

@@ -111,11 +111,18 @@ class Ctx:
         where = f"node '{self.node.name}' ({self.node.op_type})" if self.node is not None else "graph"
         self.conflicts.append(f"{where}: {msg}")
 
-    def equate(self, a: Dim, b: Dim) -> Dim:
-        """Two dims that must be equal. A static one from a constant is bound to the other."""
+    def equate(self, a: Dim, b: Dim, contraction: bool = False) -> Dim:
+        """Two dims that must be equal: a static one from a constant is bound to the other. In a
+        contraction against a weight, a Reshape's choice of where a symbol goes yields instead (in-features
+        are never a symbol)."""
         if a.vals == b.vals:
             return a if not a.static or b.static else b
         if a.s0 == b.s0:
+            for x, y in ((a, b), (b, a)):
+                if (contraction and x.static and x.origin is not None and x.origin.kind == "axis"
+                        and y.origin is not None and y.origin.kind == "choice"):
+                    self.bind(y.origin, x.vals)
+                    return x
             for x, y in ((a, b), (b, a)):
                 if x.static and x.origin is not None and not y.static:
                     self.bind(x.origin, y.vals)

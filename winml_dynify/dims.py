@@ -50,6 +50,7 @@ class Origin:
 
     kind "axis": axis ``pos`` of constant tensor ``name``.
     kind "entry": entry ``pos`` of input ``index`` of node ``name`` (a shape-valued input).
+    kind "choice": output ``pos`` of Reshape ``name`` where the solver chose where a symbol goes.
     """
 
     kind: str
@@ -60,6 +61,8 @@ class Origin:
     def describe(self) -> str:
         if self.kind == "axis":
             return f"constant '{self.name}' axis {self.index}"
+        if self.kind == "choice":
+            return f"node '{self.name}' output dim {self.pos}"
         return f"node '{self.name}' input {self.index} entry {self.pos}"
 
 

@@ -551,7 +551,7 @@ def _matmul_shape(ctx: Ctx, a: list[Dim], b: list[Dim]) -> list[Dim]:
     a1, b1 = len(a) == 1, len(b) == 1
     a = [Dim(const(1)), *a] if a1 else a
     b = [*b, Dim(const(1))] if b1 else b
-    ctx.equate(a[-1], b[-2])
+    ctx.equate(a[-1], b[-2], contraction=True)
     batch = _broadcast_shapes(ctx, [a[:-2], b[:-2]]) if (len(a) > 2 or len(b) > 2) else []
     out = batch + ([] if a1 else [a[-2]]) + ([] if b1 else [b[-1]])
     return out
@@ -578,7 +578,7 @@ def _gemm(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     a, b = ins[0].shape, ins[1].shape
     m, k1 = (a[1], a[0]) if ctx.attr("transA", 0) else (a[0], a[1])
     k2, n = (b[1], b[0]) if ctx.attr("transB", 0) else (b[0], b[1])
-    ctx.equate(k1, k2)
+    ctx.equate(k1, k2, contraction=True)
     return [TInfo([m, n], None, None, ins[0].dtype)]
 
 

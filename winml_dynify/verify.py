@@ -137,7 +137,7 @@ def make_feeds(inputs: list[_Input], values: dict[str, int], rng: np.random.Gene
 
 
 def _roles(inputs: list[_Input]) -> dict[str, str]:
-    """batch: only ever axis 0; seq: a token axis of a model with a mask input; tokens: a token axis
+    """batch: only ever axis 0; seq: a sequence axis shared with a mask input; tokens: a token axis
     without a mask (the prefix oracle applies if the model proves causal); other: anything else."""
     axes: dict[str, set[int]] = {}
     for inp in inputs:
@@ -148,8 +148,10 @@ def _roles(inputs: list[_Input]) -> dict[str, str]:
     for s, ks in axes.items():
         if ks == {0}:
             roles[s] = "batch"
+        elif 0 not in ks and s in masked:
+            roles[s] = "seq"
         elif 0 not in ks and all(len(i.static) == 2 and not i.is_float for i in inputs if s in i.symbols.values()):
-            roles[s] = "seq" if s in masked else "tokens"
+            roles[s] = "tokens"
         else:
             roles[s] = "other"
     return roles

@@ -16,7 +16,7 @@ import itertools
 import onnx
 
 from ..analysis import Ctx
-from ..dims import Dim, Vals, const, factor, is_static, prod
+from ..dims import Dim, Origin, Vals, const, factor, is_static, prod
 
 
 def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_out: list[int] | None,
@@ -31,9 +31,12 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         return None
     out: list[Vals] = [const(v) for v in static_out]
     carried: dict[int, Dim] = {}  # an output that is one input dim: it keeps that dim's origin
+    chosen: set[int] = set()  # outputs whose symbolic factors the grouping or the split decided
     for gi, gk in groups:
         if len(gi) == 1 and len(gk) == 1 and in_shape[gi[0]].origin is not None:
             carried[gk[0]] = in_shape[gi[0]]
+        if len(gi) > 1 or len(gk) > 1:
+            chosen.update(gk)
         solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk])
         if solved is None:
             ctx.conflict(f"cannot tell how {ctx.name(prod([in_shape[i].vals for i in gi]))} splits into "
@@ -41,17 +44,31 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
             return None
         for k, v in zip(gk, solved, strict=True):
             out[k] = v
-    dims = [carried.get(k) or Dim(v, e.origin) for k, (v, e) in enumerate(zip(out, entries, strict=True))]
+    dims = []
+    for k, (v, e) in enumerate(zip(out, entries, strict=True)):
+        if k in carried:
+            dims.append(carried[k])
+        elif k in chosen and not is_static(v):
+            dims.append(ctx.bound(Origin("choice", node.name, 1, k), v))
+        else:
+            dims.append(Dim(v, e.origin))
     overridden = [k for k, e in enumerate(entries) if not e.static]
     for k in overridden:
         dims[k] = entries[k]
+    overridden += [k for k, d in enumerate(dims) if d.origin is not None and d.origin.kind == "choice"
+                   and d.origin in ctx.bindings]
     total = prod([d.vals for d in in_shape])
     if overridden and prod([d.vals for d in dims]) != total:
-        free = [k for k, e in enumerate(entries) if e.static and e.s0 == -1]
-        if len(free) == 1:
-            rest = prod([d.vals for k, d in enumerate(dims) if k != free[0]])
+        fits = []  # the one other output that takes up the difference, keeping its exported size
+        for k in (k for k in range(len(dims)) if k not in overridden):
+            rest = prod([d.vals for j, d in enumerate(dims) if j != k])
             if all(r and t % r == 0 for r, t in zip(rest, total, strict=True)):
-                dims[free[0]] = Dim(tuple(t // r for r, t in zip(rest, total, strict=True)), entries[free[0]].origin)
+                v = tuple(t // r for r, t in zip(rest, total, strict=True))
+                if v[0] == static_out[k] and v != dims[k].vals:
+                    fits.append((k, v))
+        if len(fits) == 1:
+            k, v = fits[0]
+            dims[k] = Dim(v, Origin("choice", node.name, 1, k))
     if prod([d.vals for d in dims]) != total:
         ctx.conflict(f"output {[ctx.name(d.vals) for d in dims]} does not hold input "
                      f"{[ctx.name(d.vals) for d in in_shape]}")
@@ -103,12 +120,14 @@ def _groups(in_shape: list[Dim], out: list[int]) -> list[tuple[list[int], list[i
             gi.append(i)
         else:
             return None
-    for k in out_ones:
+    for k in out_ones:  # a spare output 1 may carry a symbol of the next group, else of the previous one
         if k in used or not groups:
             continue
-        g = min(gap(k, non1_out), len(groups) - 1)
-        if not is_static(prod([in_shape[i].vals for i in groups[g][0]])):
-            groups[g][1].append(k)
+        g = gap(k, non1_out)
+        for cand in (min(g, len(groups) - 1), g - 1):
+            if cand >= 0 and not is_static(prod([in_shape[i].vals for i in groups[cand][0]])):
+                groups[cand][1].append(k)
+                break
     return [(sorted(gi), sorted(gk)) for gi, gk in groups]
 
 
