@@ -453,20 +453,26 @@ def _range(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
 
 @op("Tile")
 def _tile(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
+    """A baked repeat count whose output must follow a symbol (``repeat(batch, 1, 1)`` folded at batch 1)
+    is bound through the output dim: the count becomes that dim divided by the input's."""
     x, reps = ins
-    entries = _entries(ctx, reps, node, 1)
-    if entries is None:
+    if reps is None or reps.value is None:
         return [None]
-    out = []
-    for i, t in zip(x.shape, entries, strict=True):
-        if i.static and i.s0 == 1:
-            out.append(t)
+    out, counts = [], []
+    for k, (i, t) in enumerate(zip(x.shape, reps.value, strict=True)):
+        times = tuple(a * b for a, b in zip(i.vals, t, strict=True))
+        if is_static(t) and i.static:
+            d = ctx.bound(Origin("entry", node.name, 1, k), times)
+            if any(v % i.s0 for v in d.vals):
+                ctx.conflict(f"repeat of {i.s0} cannot give {ctx.name(d.vals)}")
+            out.append(d)
+            counts.append(tuple(v // i.s0 for v in d.vals))
         else:
-            if not t.static and not i.static:
+            if not is_static(t) and not i.static:
                 ctx.conflict("tile of a symbolic axis by a symbolic count")
-            out.append(Dim(tuple(a * b for a, b in zip(i.vals, t.vals, strict=True))))
-    _site(ctx, node, 1, [t.vals if (i.static and i.s0 == 1) else const(t.s0) for i, t in
-                         zip(x.shape, entries, strict=True)])
+            out.append(Dim(times))
+            counts.append(t)
+    _site(ctx, node, 1, counts)
     return [TInfo(out, None, None, x.dtype)]
 
 

@@ -316,9 +316,30 @@ class Verifier:
             status = "failed" if bad else "unverified"
             return Check("runs", values, level, status, seconds=time.perf_counter() - t0,
                          note=f"non-finite values in {bad}" if bad else note)
-        return self._compare(oracle, values, level, got, truth, t0)
+        keep = self._real_positions(feeds) if oracle == "padding" else {}
+        return self._compare(oracle, values, level, got, truth, t0, keep)
 
-    def _compare(self, oracle, values, level, got, truth, t0) -> Check:
+    def _real_positions(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per output, where the mask marks real tokens: padding oracles compare only those (a padded
+        query position's output depends on how many padded keys follow it)."""
+        mask = next((i for i in self.inputs if i.is_mask and len(i.static) == 2
+                     and self.roles.get(i.symbols.get(1, "")) == "seq"), None)
+        if mask is None or feeds[mask.name].all():
+            return {}
+        valid = feeds[mask.name] != 0
+        b_sym, s_sym = mask.symbols.get(0), mask.symbols[1]
+        keep = {}
+        for name in self.out_names:
+            dims = self.outputs.get(name) or []
+            if s_sym not in dims or b_sym not in dims:
+                continue
+            shape = [1] * len(dims)
+            bax, sax = dims.index(b_sym), dims.index(s_sym)
+            shape[bax], shape[sax] = valid.shape
+            keep[name] = (valid if bax < sax else valid.T).reshape(shape)
+        return keep
+
+    def _compare(self, oracle, values, level, got, truth, t0, keep=None) -> Check:
         if not truth:
             return Check("runs", values, level, "unverified", seconds=time.perf_counter() - t0,
                          note=f"no output can be compared by the {oracle} oracle")
@@ -329,6 +350,8 @@ class Verifier:
             if exp is None:
                 notes.append(f"{name} not compared")
                 continue
+            if keep and name in keep and arr.shape == exp.shape:
+                arr, exp = np.where(keep[name], arr, 0), np.where(keep[name], exp, 0)
             good, da, dr = _diff(arr, exp)
             worst_abs, worst_rel = max(worst_abs, da), max(worst_rel, dr)
             if not good:
