@@ -19,7 +19,7 @@ from make_inputs import input_seed, make_inputs
 
 CASES = manifest_cases()
 # Cases the tool refuses today, each with the reason it gives (see docs/SUPPORT.md).
-KNOWN_REFUSED = {"vit_hw", "segformer_hw"}
+KNOWN_REFUSED = {"vit_hw"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -262,3 +262,20 @@ def test_seq_first_head_merge_puts_batch_where_the_weight_allows(rng):
     res = dynify(m, ["x:0=seq", "x:1=batch"])
     x = rng.standard_normal((7, 3, 32)).astype(np.float32)
     np.testing.assert_allclose(run(res.model, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_flattened_feature_map_splits_back_into_height_and_width(rng):
+    """(1, C, h, w) -> [1, C, h*w] -> Transpose -> ... -> [1, C, 8, 8]: h*w is no product of symbols
+    (strided), it splits into the sizes the conv produced, in their axis order even when h == w."""
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                    helper.make_node("Reshape", ["c", "flat"], ["f"]),
+                    helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1]),
+                    helper.make_node("Transpose", ["t"], ["u"], perm=[0, 2, 1]),
+                    helper.make_node("Reshape", ["u", "grid"], ["y"])],
+                   [tensor("x", [1, 3, 16, 16])], [tensor("c", [1, 2, 8, 8]), tensor("y", [1, 2, 8, 8])],
+                   {"w": w, "flat": np.array([1, 2, 64], np.int64), "grid": np.array([1, 2, 8, 8], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])
+    c, y = run(res.model, {"x": rng.standard_normal((2, 3, 10, 14)).astype(np.float32)})
+    assert c.shape == (2, 2, 5, 7)
+    np.testing.assert_array_equal(y, c)

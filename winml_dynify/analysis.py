@@ -60,6 +60,7 @@ class Analysis:
     symbols: dict[str, Symbol]
     upper: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (max, reason)
     scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = field(default_factory=dict)  # folded mean divisors
+    dim_sources: dict[Vals, tuple[str, int]] = field(default_factory=dict)  # see Ctx.dim_sources
 
 
 class Ctx:
@@ -79,6 +80,8 @@ class Ctx:
         self.producer: dict[str, onnx.NodeProto] = {o: n for n in graph.node for o in n.output}
         self.node: onnx.NodeProto | None = None
         self.upper: dict[str, tuple[int, str]] = {}
+        # the first tensor (graph order) carrying each dim that is not a product of symbols (conv sizes)
+        self.dim_sources: dict[Vals, tuple[str, int]] = {}
 
     # -- dims --------------------------------------------------------------------------------
     def bound(self, origin: Origin, vals: Vals) -> Dim:
@@ -95,6 +98,11 @@ class Ctx:
             self.new_bindings[origin] = Binding(vals, self.node.name if self.node else "", kind)
         elif old.vals != vals:
             self.conflict(f"{origin.describe()} must be both {self.name(old.vals)} and {self.name(vals)}")
+
+    def record_dims(self, name: str, info: TInfo) -> None:
+        for k, d in enumerate(info.shape or []):
+            if not d.static and d.vals not in self.dim_sources and factor(d.vals, self.symbols) is None:
+                self.dim_sources[d.vals] = (name, k)
 
     def upper_bound(self, vals: Vals, limit: int, reason: str) -> None:
         """Record that the dim ``vals`` (``c * symbol``) can be at most ``limit``."""
@@ -214,6 +222,7 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
         for name, info in zip(node.output, outs, strict=False):
             if name and info is not None:
                 ctx.infos[name] = info
+                ctx.record_dims(name, info)
     ctx.node = None
     return ctx
 
@@ -229,7 +238,7 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:
             return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper,
-                            ctx.scalar_sites)
+                            ctx.scalar_sites, ctx.dim_sources)
         bindings.update(ctx.new_bindings)
         bindings.update(extra)
     raise RefusedError("the shape analysis did not settle; the graph is too irregular to rewrite soundly")

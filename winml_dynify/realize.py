@@ -17,9 +17,11 @@ class Realizer:
     dim or shape vector needed by several nodes is computed once.
     """
 
-    def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]], opset: int):
+    def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]], opset: int,
+                 dim_sources: dict[Vals, tuple[str, int]] | None = None):
         self.symbols = symbols
         self.sources = sources
+        self.dim_sources = dim_sources or {}  # tensors carrying dims that are no product of symbols
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
@@ -60,6 +62,11 @@ class Realizer:
             out = self.const(np.array([vals[0]], np.int64))
         else:
             f = factor(vals, self.symbols)
+            if f is None and vals in self.dim_sources:
+                tensor, axis = self.dim_sources[vals]
+                out = self.node("Gather", [self.node("Shape", [tensor]), self.const(np.array([axis], np.int64))])
+                self._cache[key] = out
+                return out
             if f is None:
                 raise RefusedError(f"a size of the rewritten graph ({vals[0]} at export) is not a product of "
                                    "the requested symbols and cannot be computed at run time")

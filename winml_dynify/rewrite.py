@@ -118,7 +118,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
-    rz = Realizer(symbols, sources, opset_of(model))
+    rz = Realizer(symbols, sources, opset_of(model), an.dim_sources)
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources, opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs))
@@ -171,7 +171,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
                                 "detail": ", ".join(f"axis {a} = {describe(b.vals, symbols)}"
                                                     for a, b in sorted(axes.items()))})
 
-    new_nodes = list(rz.nodes) + list(graph.node)
+    new_nodes = _toposort(list(rz.nodes) + list(graph.node), graph)
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(rz.inits)
@@ -231,6 +231,43 @@ def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
         if pending:
             out.append(f"node '{node_name}' ({node.op_type}) still needs its shape input rewritten")
     return out
+
+
+def _used_names(node: onnx.NodeProto) -> set[str]:
+    """Inputs of a node, including outer-scope names its subgraphs read."""
+    used = set(node.input)
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            inner = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
+            used |= {i for n in g.node for i in _used_names(n)} - inner
+    return used - {""}
+
+
+def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Stable topological order (new nodes may read tensors computed inside the graph)."""
+    import heapq
+
+    ready_names = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}
+    waits = [{i for i in _used_names(n) if i in producer and i not in ready_names} for n in nodes]
+    users: dict[str, list[int]] = defaultdict(list)
+    for k, w in enumerate(waits):
+        for i in w:
+            users[i].append(k)
+    heap = [k for k, w in enumerate(waits) if not w]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        k = heapq.heappop(heap)
+        order.append(nodes[k])
+        for o in nodes[k].output:
+            for u in users.get(o, []):
+                waits[u].discard(o)
+                if not waits[u]:
+                    heapq.heappush(heap, u)
+    if len(order) != len(nodes):
+        raise RefusedError("a run-time size would have to be read from a tensor computed after its use")
+    return order
 
 
 def _original_name(name: str) -> str:

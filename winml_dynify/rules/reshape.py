@@ -131,6 +131,29 @@ def _groups(in_shape: list[Dim], out: list[int]) -> list[tuple[list[int], list[i
     return [(sorted(gi), sorted(gk)) for gi, gk in groups]
 
 
+def _split_known(ctx: Ctx, total: Vals, outs: list[int]) -> list[Vals] | None:
+    """Split a dim that is no product of symbols (``h*w`` of a strided feature map) into sizes already
+    seen in the graph, in order: the unique way to rebuild ``[h, w]`` from ``h*w``."""
+    known = [v for v in ctx.dim_sources] + [s.vals for s in ctx.symbols.values()]
+    found = []
+    for k in range(len(outs)):
+        for v in known:
+            if v[0] != outs[k] or any(t % x for t, x in zip(total, v, strict=True)):
+                continue
+            rest = tuple(t // x for t, x in zip(total, v, strict=True))
+            others = [o for j, o in enumerate(outs) if j != k]
+            if len(others) == 1 and rest[0] == others[0] and (is_static(rest) or rest in known):
+                found.append([v, rest] if k == 0 else [rest, v])
+    unique = {tuple(f) for f in found}
+    if len(unique) > 1:  # equal sizes at export (a square image): keep the order of the source's axes
+        def in_order(split: tuple[Vals, ...]) -> bool:
+            where = [ctx.dim_sources.get(v) for v in split]
+            return all(w is not None for w in where) and len({w[0] for w in where}) == 1 and \
+                [w[1] for w in where] == sorted(w[1] for w in where)
+        unique = {f for f in unique if in_order(f)}
+    return list(unique.pop()) if len(unique) == 1 else None
+
+
 def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int]) -> list[Vals] | None:
     total = prod(ins)
     if len(outs) == 1:
@@ -139,7 +162,7 @@ def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int]) -> list[Vals] | Non
         return [const(v) for v in outs]
     f = factor(total, ctx.symbols)
     if f is None:
-        return None
+        return _split_known(ctx, total, outs)
     _, powers = f
     atoms = [s for s, e in powers.items() for _ in range(e)]
     order = {s: j for j, s in enumerate(ctx.symbols)}
