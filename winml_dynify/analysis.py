@@ -79,6 +79,7 @@ class Ctx:
         self.opset = opset
         self.producer: dict[str, onnx.NodeProto] = {o: n for n in graph.node for o in n.output}
         self.node: onnx.NodeProto | None = None
+        self.memo: dict[bytes, list] = {}  # fallback inference results, shared by the passes of one analysis
         self.upper: dict[str, tuple[int, str]] = {}
         # the first tensor (graph order) carrying each dim that is not a product of symbols (conv sizes)
         self.dim_sources: dict[Vals, tuple[str, int]] = {}
@@ -198,11 +199,12 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
-              bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]]) -> Ctx:
+              bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict) -> Ctx:
     from .ops import HANDLERS, fallback  # the op table lives beside the analysis
 
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model))
+    ctx.memo = memo
     for name, (arr, dt) in consts.items():
         ctx.infos[name] = _const_info(name, arr, dt, ctx)
     for vi in graph.input:
@@ -232,8 +234,9 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
     """Run propagation passes until no new binding appears; return the final plan."""
     consts = constants(model.graph)
     bindings: dict[Origin, Binding] = dict(seed_bindings or {})
+    memo: dict = {}
     for _ in range(MAX_PASSES):
-        ctx = _one_pass(model, input_dims, symbols, bindings, consts)
+        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo)
         extra = _index_offset_bindings(ctx, consts)
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:

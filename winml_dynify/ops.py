@@ -128,7 +128,8 @@ _UNARY_VALUE = {"Neg": np.negative, "Abs": np.abs, "Not": np.logical_not, "Ident
     "Gelu", "HardSigmoid", "HardSwish", "Softplus", "IsNaN", "IsInf", "Dropout", "CumSum", "Trilu",
     "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
     "LpNormalization", "Round", "Mish", "Selu", "Celu", "ThresholdedRelu", "Hardmax", "CastLike",
-    "RMSNormalization", "Shrink", "Atan", "Asin", "Acos", "Tan", "Sinh", "Cosh")
+    "RMSNormalization", "Shrink", "Atan", "Asin", "Acos", "Tan", "Sinh", "Cosh", "QuantizeLinear",
+    "DequantizeLinear", "Binarizer")
 def _unary(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     x = ins[0]
     if x is None:
@@ -696,6 +697,12 @@ def fallback(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
     """Ops without a handler: onnx shape inference of the node alone, once per sample point."""
     per_point: list[list[list[int]] | None] = []
     for p in range(N_POINTS):
+        key = node.SerializeToString() + repr([(None if i is None or i.shape is None else
+                                                ([d.vals[p] for d in i.shape], i.value and [v[p] for v in i.value]))
+                                               for i in ins]).encode()
+        if key in ctx.memo:
+            per_point.append(ctx.memo[key])
+            continue
         inputs, inits = [], []
         for name, info in zip(node.input, ins, strict=True):
             if not name:
@@ -720,7 +727,8 @@ def fallback(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
             t = vi.type.tensor_type
             if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
                 shapes[vi.name] = ([d.dim_value for d in t.shape.dim], t.elem_type)
-        per_point.append([shapes.get(o) for o in node.output])  # type: ignore[misc]
+        ctx.memo[key] = [shapes.get(o) for o in node.output]
+        per_point.append(ctx.memo[key])  # type: ignore[misc]
     result: list[TInfo | None] = []
     for k, _ in enumerate(node.output):
         got = [pp[k] for pp in per_point]  # type: ignore[index]
