@@ -73,11 +73,6 @@ def _axes_arg(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None], pos: int)
     return list(a) if a is not None else None
 
 
-def _same(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    x = ins[0]
-    return [TInfo(x.shape, x.value, None, x.dtype, x.origins)] if x else [None]
-
-
 def _broadcast_shapes(ctx: Ctx, shapes: list[list[Dim]]) -> list[Dim]:
     rank = max(len(s) for s in shapes)
     out: list[Dim] = []

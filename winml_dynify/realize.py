@@ -17,12 +17,11 @@ class Realizer:
     dim or shape vector needed by several nodes is computed once.
     """
 
-    def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]], opset: int,
+    def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]],
                  dim_sources: dict[Vals, tuple[str, int]] | None = None):
         self.symbols = symbols
         self.sources = sources
         self.dim_sources = dim_sources or {}  # tensors carrying dims that are no product of symbols
-        self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._cache: dict[object, str] = {}

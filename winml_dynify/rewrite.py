@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .analysis import Analysis, Binding, analyse, constants, opset_of
+from .analysis import Analysis, Binding, analyse, constants
 from .dims import Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError
 from .realize import Realizer
@@ -118,9 +118,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
-    rz = Realizer(symbols, sources, opset_of(model), an.dim_sources)
+    rz = Realizer(symbols, sources, an.dim_sources)
     if an.conflicts:
-        _first_unbuildable(model, an, Realizer(symbols, sources, opset_of(model)), specs)
+        _first_unbuildable(model, an, Realizer(symbols, sources), specs)
         raise RefusedError(_refusal(an.conflicts, specs))
     result = Rewritten(model, symbols)
     nodes = {n.name: n for n in graph.node}
@@ -219,7 +219,7 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
 def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
     nodes = {n.name: n for n in model.graph.node}
-    rz = Realizer(an.symbols, {}, opset_of(model))
+    rz = Realizer(an.symbols, {})
     out = []
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
