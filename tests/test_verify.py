@@ -91,3 +91,23 @@ def test_verifier_never_reports_its_own_output_as_ground_truth():
     v = Verifier(onnx.load(BERT), res.model, res.axes, res.outputs)
     check = v._check({"batch": 1, "seq": 40}, "disabled")
     assert check.status == "unverified"
+
+
+def test_padding_oracle_is_not_claimed_when_the_original_depends_on_padding(rng):
+    """A model that averages over every position, mask or not: padding changes real outputs, so the
+    padding oracle is probed on the original, found not to apply, and shorter sequences are unverified."""
+    from conftest import make_model, tensor
+    from onnx import TensorProto, helper
+
+    m = make_model([helper.make_node("Gather", ["emb", "ids"], ["x"]),
+                    helper.make_node("ReduceMean", ["x"], ["avg"], axes=[1], keepdims=1),
+                    helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT),
+                    helper.make_node("Unsqueeze", ["mf", "two"], ["m3"]),
+                    helper.make_node("Add", ["x", "avg"], ["s"]),
+                    helper.make_node("Mul", ["s", "m3"], ["y"])],
+                   [tensor("ids", [1, 16], TensorProto.INT64), tensor("mask", [1, 16], TensorProto.INT64)],
+                   [tensor("y", [1, 16, 4])],
+                   {"emb": rng.standard_normal((30, 4)).astype(np.float32), "two": np.array([2], np.int64)})
+    res = dynify(m, ["ids:0=batch", "ids:1=seq", "mask:0=batch", "mask:1=seq"], shapes={"seq": [7, 11]})
+    shorter = [c for c in res.report.checks if c.shape["seq"] < 16]
+    assert shorter and all(c.status == "unverified" and "padded content" in c.note for c in shorter)

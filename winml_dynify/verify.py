@@ -157,6 +157,13 @@ def _roles(inputs: list[_Input]) -> dict[str, str]:
     return roles
 
 
+def _along(axis: int, rank: int, sl: slice) -> tuple:
+    """An index that applies ``sl`` on ``axis`` only."""
+    index = [slice(None)] * rank
+    index[axis] = sl
+    return tuple(index)
+
+
 def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
                  override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
     """The original shape, each symbol moved alone through its values, then all moved together."""
@@ -225,38 +232,43 @@ class Verifier:
         self.ranges = ranges or {}
         self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
         self.statics = {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs}
+        self.role_notes: dict[str, str] = {}
         self._settle_token_roles()
 
     def _settle_token_roles(self) -> None:
-        """A token axis without a mask gets the prefix oracle only if the original model is causal:
-        changing the second half of the tokens leaves the outputs at the first half unchanged."""
+        """Prove on the original model that the sequence oracles apply. With a mask (padding oracle):
+        changing the masked-out second half of the sequence leaves the outputs at the first half unchanged.
+        Without a mask (prefix oracle): the same holds with no masking at all, i.e. the model is causal.
+        A symbol that fails its probe gets no oracle (its checks are reported unverified, with the reason)."""
         for s, role in list(self.roles.items()):
-            if role != "tokens":
+            if role not in ("tokens", "seq"):
                 continue
-            n = self.statics[s]
-            half = n // 2
-            rng = np.random.default_rng(self.seed)
-            base = {s2: v for s2, v in self.statics.items()}
-            a = make_feeds(self.inputs, base, rng)
+            half = self.statics[s] // 2
+            a = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
+            for inp in self.inputs:
+                for ax, sym in inp.symbols.items():
+                    if sym == s and inp.is_mask:
+                        a[inp.name][_along(ax, len(inp.static), slice(half, None))] = 0
             b = {k: v.copy() for k, v in a.items()}
             for inp in self.inputs:
                 for ax, sym in inp.symbols.items():
                     if sym == s and not inp.is_mask:
-                        idx = [slice(None)] * len(inp.static)
-                        idx[ax] = slice(half, None)
-                        b[inp.name][tuple(idx)] = (b[inp.name][tuple(idx)] + 1) % max(inp.high, 2)
+                        tail = _along(ax, len(inp.static), slice(half, None))
+                        b[inp.name][tail] = (b[inp.name][tail] + 1) if inp.is_float else \
+                            (b[inp.name][tail] - inp.low + 1) % max(inp.high - inp.low, 2) + inp.low
             sess = self.session("original", "disabled")
-            causal, compared = True, False
+            same, compared = True, False
             for j, (x, y) in enumerate(zip(sess.run(self.out_names, a), sess.run(self.out_names, b), strict=True)):
                 dims = self.outputs.get(self.out_names[j]) or []
-                if s not in dims:
-                    continue
-                ax = dims.index(s)
-                keep = [slice(None)] * x.ndim
-                keep[ax] = slice(0, half)
-                compared = True
-                causal &= bool(np.allclose(x[tuple(keep)], y[tuple(keep)], rtol=1e-5, atol=1e-6))
-            self.roles[s] = "prefix" if causal and compared else "other"
+                if s in dims:
+                    head = _along(dims.index(s), x.ndim, slice(0, half))
+                    compared = True
+                    same &= bool(np.allclose(x[head], y[head], rtol=1e-5, atol=1e-6))
+            if role == "tokens":
+                self.roles[s] = "prefix" if same and compared else "other"
+            elif not (same and compared):
+                self.roles[s] = "other"
+                self.role_notes[s] = "the original's outputs on real positions change with the padded content"
 
     def session(self, which: str, level: str) -> ort.InferenceSession:
         key = (which, level)
@@ -366,7 +378,8 @@ class Verifier:
         seq = [s for s, r in self.roles.items() if r in ("seq", "prefix")]
         other = [s for s, r in self.roles.items() if r == "other" and values[s] != self.statics[s]]
         if other:
-            return None, None, f"no oracle for {', '.join(other)} other than --reference"
+            why = "; ".join(self.role_notes[s] for s in other if s in self.role_notes)
+            return None, None, f"no oracle for {', '.join(other)} other than --reference" + (f" ({why})" if why else "")
         longer = [s for s in seq if values[s] > self.statics[s]]
         if longer:
             return None, None, f"{', '.join(longer)} above the exported size: only --reference can check it"
