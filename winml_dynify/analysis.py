@@ -165,28 +165,50 @@ class Ctx:
         return default
 
 
-def _const_info(name: str, arr: np.ndarray, dtype: int, ctx: Ctx) -> TInfo:
+SMALL_CONST = 4096  # constants up to this many elements are read into numpy for the analysis
+
+
+class Lazy:
+    """A constant's shape and type at once, its content only when a rule asks (weights stay as bytes)."""
+
+    def __init__(self, proto: onnx.TensorProto | None = None, array: np.ndarray | None = None):
+        self._proto, self._array = proto, array
+        self.shape = tuple(proto.dims) if proto is not None else array.shape  # type: ignore[union-attr]
+        self.dtype = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(proto.data_type)) if proto is not None
+                      else array.dtype)  # type: ignore[union-attr]
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = numpy_helper.to_array(self._proto)
+        return self._array
+
+
+def _const_info(name: str, arr: Lazy, dtype: int, ctx: Ctx) -> TInfo:
     shape = [ctx.bound(Origin("axis", name, k, 0), const(s)) for k, s in enumerate(arr.shape)]
     value = None
     if arr.dtype.kind in "iub" and arr.size <= MAX_VALUE_SIZE and all(d.static for d in shape):
-        value = [const(int(v)) for v in arr.reshape(-1)]
-    return TInfo(shape, value, arr, dtype)
+        value = [const(int(v)) for v in arr.array.reshape(-1)]
+    return TInfo(shape, value, arr.array if arr.size <= SMALL_CONST else None, dtype)
 
 
-def constants(graph: onnx.GraphProto) -> dict[str, tuple[np.ndarray, int]]:
-    """Initializers and Constant-node outputs with their content and element type."""
-    out: dict[str, tuple[np.ndarray, int]] = {}
+def constants(graph: onnx.GraphProto) -> dict[str, tuple[Lazy, int]]:
+    """Initializers and Constant-node outputs with their (lazily read) content and element type."""
+    out: dict[str, tuple[Lazy, int]] = {}
     for t in graph.initializer:
-        out[t.name] = (numpy_helper.to_array(t), t.data_type)
+        out[t.name] = (Lazy(t), t.data_type)
     for n in graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             a = n.attribute[0]
             if a.name == "value":
-                out[n.output[0]] = (numpy_helper.to_array(a.t), a.t.data_type)
+                out[n.output[0]] = (Lazy(a.t), a.t.data_type)
             elif a.name in ("value_int", "value_ints"):
-                out[n.output[0]] = (np.array(onnx.helper.get_attribute_value(a), np.int64), onnx.TensorProto.INT64)
+                out[n.output[0]] = (Lazy(array=np.array(onnx.helper.get_attribute_value(a), np.int64)),
+                                    onnx.TensorProto.INT64)
             elif a.name in ("value_float", "value_floats"):
-                out[n.output[0]] = (np.array(onnx.helper.get_attribute_value(a), np.float32),
+                out[n.output[0]] = (Lazy(array=np.array(onnx.helper.get_attribute_value(a), np.float32)),
                                     onnx.TensorProto.FLOAT)
     return out
 
@@ -272,7 +294,7 @@ def _index_offset_bindings(ctx: Ctx, consts: dict[str, tuple[np.ndarray, int]]) 
         terms = _offset_terms(ctx, node.input[1], consts)
         for cname, row in terms:
             arr = consts[cname][0]
-            if arr.size != 1 or int(arr.reshape(-1)[0]) != 0 or arr.ndim == 0:
+            if arr.size != 1 or arr.ndim == 0 or int(arr.array.reshape(-1)[0]) != 0:
                 continue
             for sym in ctx.symbols.values():
                 if sym.static == 1 and axis_dim == tuple(a * b for a, b in zip(sym.vals, row, strict=True)):
@@ -300,7 +322,9 @@ def _nd_row_bindings(ctx: Ctx, node: onnx.NodeProto, consts) -> dict[Origin, Bin
     if (cname is None or data is None or data.shape is None or idx is None or idx.shape is None
             or any(a.name == "batch_dims" and a.i for a in node.attribute)):
         return {}
-    arr = consts[cname][0]
+    if consts[cname][0].size > SMALL_CONST:
+        return {}
+    arr = consts[cname][0].array
     lead = idx.shape[0]
     if arr.ndim < 2 or arr.shape[0] != 1 or np.any(arr[..., 0] != 0) or lead.origin is None or not lead.static:
         return {}

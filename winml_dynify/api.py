@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from . import io
@@ -106,18 +107,39 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     leftover += an.conflicts + pending_sites(probe, an)
     if leftover:
         raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
+    light = _without_weights(probe)
     sym = an.symbols
-    for vi in probe.graph.input:
+    for vi in light.graph.input:
         for d in vi.type.tensor_type.shape.dim:
             if d.HasField("dim_param") and d.dim_param in sym:
                 value = sym[d.dim_param].vals[N_POINTS - 1]
                 d.Clear()
                 d.dim_value = value
     try:
-        onnx.shape_inference.infer_shapes(probe, check_type=True, strict_mode=True, data_prop=True)
+        onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True)
     except Exception as e:  # onnx raises InferenceError and friends
         reason = str(e).splitlines()[0][:300]
         raise RefusedError(f"onnx shape inference rejects the rewritten graph: {reason}") from None
+
+
+def _without_weights(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
+    """The model with large initializers turned into typed graph inputs: shape inference needs their
+    shapes, not their bytes (it serialises the whole model otherwise)."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    g = light.graph
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    names = {vi.name for vi in model.graph.input}
+    for t in model.graph.initializer:
+        if int(np.prod(t.dims)) > limit:
+            if t.name not in names:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+    return light
 
 
 def _record_metadata(model: onnx.ModelProto, ranges: dict[str, SymbolRange]) -> None:

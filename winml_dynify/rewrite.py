@@ -156,7 +156,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             consumers[i].append((n, k))
     uppers: list[tuple[Vals, int, str]] = []
     for cname, axes in bound.items():
-        arr, dtype = consts[cname]
+        lazy, dtype = consts[cname]
+        arr = lazy.array
         users = consumers[cname]
         rz.tags = list(users[0][0].metadata_props) if users else []
         try:
@@ -306,7 +307,9 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
     tables = {t.name: consts[t.name][0] for t in model.graph.initializer}
     for cname, axes in _bound_constants(an).items():
         try:
-            regenerate(cname, *consts[cname], axes, tables, rz, _sequence_only(model, axes.values(), specs, an.symbols))
+            lazy, dtype = consts[cname]
+            prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
+            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok)
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs)}") from None
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..analysis import Binding
+from ..analysis import Binding, Lazy
 from ..dims import Vals
 from ..errors import RefusedError
 from ..realize import Realizer
@@ -90,16 +90,17 @@ def _affine(arr: np.ndarray, kinds: dict[int, str]) -> tuple[np.ndarray, dict[in
     return (base, slopes) if _close(arr, rebuilt.astype(arr.dtype)) else None
 
 
-def _table_prefix(name: str, arr: np.ndarray, axis: int, tables: dict[str, np.ndarray]):
+def _table_prefix(name: str, arr: np.ndarray, axis: int, tables: dict[str, Lazy]):
     n = arr.shape[axis]
     for tname, tbl in tables.items():
         if tname == name or tbl.dtype != arr.dtype or tbl.ndim != arr.ndim or tbl.shape[axis] <= n:
             continue
         if any(tbl.shape[k] != arr.shape[k] for k in range(arr.ndim) if k != axis):
             continue
-        for o in range(tbl.shape[axis] - n + 1):
-            if _close(np.take(tbl, range(o, o + n), axis=axis), arr):
-                return tname, o, tbl.shape[axis]
+        rows = tbl.array
+        for o in range(rows.shape[axis] - n + 1):
+            if _close(np.take(rows, range(o, o + n), axis=axis), arr):
+                return tname, o, rows.shape[axis]
     return None
 
 
@@ -118,7 +119,7 @@ def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
     return f
 
 
-def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding], tables: dict[str, np.ndarray],
+def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding], tables: dict[str, Lazy],
                rz: Realizer, prefix_ok: bool = False) -> Regenerated:
     """Run-time replacement for constant ``name`` whose axes ``axes`` follow symbols.
 
