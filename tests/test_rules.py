@@ -279,3 +279,19 @@ def test_flattened_feature_map_splits_back_into_height_and_width(rng):
     c, y = run(res.model, {"x": rng.standard_normal((2, 3, 10, 14)).astype(np.float32)})
     assert c.shape == (2, 2, 5, 7)
     np.testing.assert_array_equal(y, c)
+
+
+def test_an_input_already_dynamic_in_batch_keeps_it_when_seq_is_added(rng):
+    """ids [batch, 16]: asking for seq alone carries the existing batch symbol through the rewrite."""
+    table = rng.standard_normal((64, 8)).astype(np.float32)
+    emb = rng.standard_normal((50, 8)).astype(np.float32)
+    m = make_model([helper.make_node("Gather", ["emb", "ids"], ["e"]),
+                    helper.make_node("Gather", ["table", "pos"], ["p"]),
+                    helper.make_node("Add", ["e", "p"], ["y"])],
+                   [tensor("ids", ["batch", 16], TensorProto.INT64)], [tensor("y", ["batch", 16, 8])],
+                   {"emb": emb, "table": table, "pos": np.arange(16, dtype=np.int64)[None]})
+    res = dynify(m, ["ids:1=seq"])
+    dims = [d.dim_param for d in res.model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "seq"] and res.verified
+    ids = rng.integers(0, 50, (3, 9)).astype(np.int64)
+    np.testing.assert_allclose(run(res.model, {"ids": ids})[0], emb[ids] + table[:9][None], rtol=1e-6)

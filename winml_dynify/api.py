@@ -15,7 +15,7 @@ from .dims import N_POINTS
 from .errors import RefusedError, UsageError
 from .presets import Selection, select
 from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
-from .spec import AxisSpec, OutputAxis, check_outputs, graph_output_dims, parse_axis, resolve
+from .spec import AxisSpec, OutputAxis, carried_axes, check_outputs, graph_output_dims, parse_axis, resolve
 from .verify import Verifier, VerifyReport, check_shapes
 
 AxisRequest = str | tuple[str, int, str]
@@ -78,6 +78,9 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
         check_outputs(list(expect_outputs), graph_output_dims(original))
         return DynifyResult(original, [], {}, [], {}, None, ["every requested dim already has its symbol"],
                             selections)
+    carried, carried_sizes = carried_axes(original, statics)
+    specs = specs + [c for c in carried if c not in specs]
+    statics = {**carried_sizes, **statics}
     done = rewrite(original, specs, statics)
     _self_check(done.model, specs, statics, {s: r.multiple for s, r in done.ranges.items() if r.multiple > 1})
     _record_metadata(done.model, done.ranges)

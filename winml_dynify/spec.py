@@ -167,3 +167,29 @@ def resolve(model: onnx.ModelProto, requested: list[tuple[str, int, str]]) -> tu
         if spec not in specs:
             specs.append(spec)
     return specs, statics
+
+
+def carried_axes(model: onnx.ModelProto, statics: dict[str, int]) -> tuple[list[AxisSpec], dict[str, int]]:
+    """Input dims that are already named symbols: they take part in the rewrite (so constants that depend
+    on them are found too) with a stand-in size: the one ``winml.io.inputs`` records, a requested dim tied
+    to the same symbol, else 1 on axis 0 and 16 elsewhere."""
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        io_shapes = {e["name"]: e.get("shape") for e in json.loads(props.get("winml.io.inputs", "[]"))}
+    except (ValueError, TypeError, KeyError):
+        io_shapes = {}
+    inits = {t.name for t in model.graph.initializer}
+    specs, sizes = [], {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        for k, d in enumerate(vi.type.tensor_type.shape.dim):
+            if not d.dim_param:
+                continue
+            shape = io_shapes.get(vi.name) or []
+            recorded = shape[k] if k < len(shape) else None
+            size = statics.get(d.dim_param) or sizes.get(d.dim_param)
+            size = size or (recorded if isinstance(recorded, int) and recorded > 0 else (1 if k == 0 else 16))
+            sizes[d.dim_param] = size
+            specs.append(AxisSpec(vi.name, k, d.dim_param))
+    return specs, sizes

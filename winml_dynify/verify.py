@@ -231,7 +231,8 @@ class Verifier:
         self.seed = seed
         self.ranges = ranges or {}
         self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
-        self.statics = {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs}
+        self.statics = ({s: r.static for s, r in self.ranges.items()} if self.ranges else
+                        {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs})
         self.role_notes: dict[str, str] = {}
         self._settle_token_roles()
 
