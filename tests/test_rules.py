@@ -7,7 +7,7 @@ import pytest
 from conftest import make_model, run, tensor
 from onnx import TensorProto, helper
 
-from winml_dynify import RefusedError, dynify
+from winml_dynify import RefusedError, UsageError, dynify
 
 
 def test_reshape_head_split_with_minus_one_already_used(rng):
@@ -295,3 +295,11 @@ def test_an_input_already_dynamic_in_batch_keeps_it_when_seq_is_added(rng):
     assert dims == ["batch", "seq"] and res.verified
     ids = rng.integers(0, 50, (3, 9)).astype(np.int64)
     np.testing.assert_allclose(run(res.model, {"ids": ids})[0], emb[ids] + table[:9][None], rtol=1e-6)
+
+
+def test_unnamed_dynamic_dims_are_named_on_request(rng):
+    m = make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", [None, 4])], [tensor("y", [None, 4])])
+    with pytest.raises(UsageError, match="dynamic but unnamed"):
+        dynify(m, ["x:1=width"])
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified and res.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"

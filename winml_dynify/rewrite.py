@@ -10,7 +10,7 @@ import onnx
 
 from .analysis import Analysis, Binding, analyse, constants
 from .dims import Symbol, Vals, const, describe, factor, make_symbols
-from .errors import RefusedError
+from .errors import RefusedError, UsageError
 from .realize import Realizer
 from .rules import divisor
 from .rules.constants import regenerate
@@ -50,8 +50,8 @@ def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str
             elif d.HasField("dim_value"):
                 dims.append(const(d.dim_value))
             else:
-                raise RefusedError(f"input {vi.name!r} axis {k} is already dynamic ({d.dim_param or 'unnamed'}); "
-                                   "request it with --axis so its size is known")
+                raise UsageError(f"input {vi.name!r} axis {k} is dynamic but unnamed; name it with "
+                                 f"--axis {vi.name}:{k}=SYMBOL")
         out[vi.name] = dims
     return out
 

@@ -157,8 +157,12 @@ def resolve(model: onnx.ModelProto, requested: list[tuple[str, int, str]]) -> tu
                 raise UsageError(f"{name}:{axis} is already symbolic as {d.dim_param!r}; "
                                  f"use that name instead of {sym!r}")
             continue
-        if not d.HasField("dim_value"):
-            raise UsageError(f"{name}:{axis} has no static size to make dynamic")
+        if not d.HasField("dim_value"):  # dynamic but unnamed: name it, with a stand-in size
+            statics.setdefault(sym, 1 if axis == 0 else 16)
+            spec = AxisSpec(name, axis, sym)
+            if spec not in specs:
+                specs.append(spec)
+            continue
         if sym in statics and statics[sym] != d.dim_value:
             raise UsageError(f"symbol {sym!r} ties dims of different static sizes "
                              f"({statics[sym]} and {d.dim_value} at {name}:{axis})")
