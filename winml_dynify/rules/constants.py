@@ -12,6 +12,8 @@ constant with bound axes the content is classified and rebuilt at run time:
 * **exported prefix**: any other content along one axis (a position table folded by an optimiser, whose
   source is gone) -> ``Slice`` of the constant itself: the symbol is bounded by the exported size, and the
   parity oracles check the shorter sizes;
+* **rotary table**: ``cos``/``sin`` of ``w * index`` with a frequency per column -> ``Cos``/``Sin`` of a
+  ``Range`` (a folded rotary-embedding table);
 * **relative mask**: a square pair of axes whose content depends only on ``j - i`` -> a step function
   (causal masks, ``Trilu``-like) or affine function of ``j - i`` computed at run time; any other such
   content (relative-position buckets) -> ``Slice`` of the exported block, bounding the symbol.
@@ -104,19 +106,44 @@ def _table_prefix(name: str, arr: np.ndarray, axis: int, tables: dict[str, Lazy]
     return None
 
 
-def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
-    """f with ``arr[..., i, ..., j] == f(j - i)``; None when the content is not of that form."""
-    n = arr.shape[a]
-    if arr.shape[b] != n or any(s != 1 for k, s in enumerate(arr.shape) if k not in (a, b)):
+def _trigonometric(arr: np.ndarray, axis: int) -> tuple[str, np.ndarray] | None:
+    """``cos(w * index)`` or ``sin(w * index)`` along ``axis`` with a frequency per column (folded rotary
+    tables): ("Cos" | "Sin", w), with w taken from the second row and every row checked."""
+    if arr.dtype.kind != "f" or arr.shape[axis] < 3:
         return None
-    m = np.moveaxis(arr, (a, b), (0, 1)).reshape(n, n)
+    first, second = np.take(arr, [0], axis=axis), np.take(arr, [1], axis=axis)
+    idx = np.arange(arr.shape[axis]).reshape([-1 if k == axis else 1 for k in range(arr.ndim)])
+    cands = []
+    if np.allclose(first, 1, atol=1e-6):
+        cands.append(("Cos", np.arccos(np.clip(second, -1, 1))))
+    if np.allclose(first, 0, atol=1e-6):
+        w = np.arcsin(np.clip(second, -1, 1))
+        cands += [("Sin", w), ("Sin", np.pi - w)]
+    for fn, w in cands:
+        w = w.astype(arr.dtype)
+        if np.allclose((np.cos if fn == "Cos" else np.sin)(w * idx), arr, atol=1e-4):
+            return fn, w
+    return None
+
+
+def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
+    """f with ``arr[..., i, ..., j] == f(j - i)`` (f's values are scalars, or vectors over the other
+    axes such as attention heads); None when the content is not of that form."""
+    n = arr.shape[a]
+    if arr.shape[b] != n:
+        return None
+    m = np.moveaxis(arr, (a, b), (0, 1)).reshape(n, n, -1)
     f: dict[int, object] = {}
     for i in range(n):
         for j in range(n):
-            v = m[i, j].item()
-            if f.setdefault(j - i, v) != v and not (isinstance(v, float) and np.isclose(f[j - i], v)):
+            v = m[i, j]
+            if j - i not in f:
+                f[j - i] = v
+            elif not _close(f[j - i], v):
                 return None
-    return f
+    if m.shape[2] == 1:
+        return {d: v[0].item() for d, v in f.items()}
+    return {d: tuple(v.tolist()) for d, v in f.items()}
 
 
 def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding], tables: dict[str, Lazy],
@@ -157,7 +184,13 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
         a = rest[0]
         vals = axes[a].vals
         prefix = _table_prefix(name, core, a, tables)
-        if prefix is not None:
+        trig = None if prefix else _trigonometric(core, a)
+        if trig is not None:
+            fn, freq = trig
+            angle = rz.node("Mul", [_index(rz, vals, core.ndim, a, dtype), rz.const(freq)])
+            out = rz.node(fn, [angle])
+            kinds.append(f"rotary-{fn.lower()}")
+        elif prefix is not None:
             tname, o, total = prefix
             end = rz.dim(vals) if o == 0 else rz.node("Add", [rz.dim(vals), rz.const(np.array([o], np.int64))])
             out = rz.node("Slice", [tname, rz.const(np.array([o], np.int64)), end, rz.const(np.array([a], np.int64))])
@@ -205,6 +238,8 @@ def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, va
     """A step or affine function of ``j - i`` at run time; (None, kind) when ``f`` is neither."""
     ds = sorted(f)
     values = [f[d] for d in ds]
+    if isinstance(values[0], tuple):  # one value per head: kept at the exported size
+        return None, "relative-table"
 
     def difference() -> str:
         i = _index(rz, vals, core.ndim, a, onnx.TensorProto.INT64)
