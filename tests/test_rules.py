@@ -303,3 +303,19 @@ def test_unnamed_dynamic_dims_are_named_on_request(rng):
         dynify(m, ["x:1=width"])
     res = dynify(m, ["x:0=batch"])
     assert res.verified and res.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_folded_rotary_tables_become_cos_and_sin_of_a_range(rng):
+    """cos/sin(position * inv_freq) folded at 16 positions: rebuilt for any length."""
+    inv = (1.0 / 10000 ** (np.arange(4) / 4)).astype(np.float32)
+    ang = np.arange(16, dtype=np.float32)[:, None] * inv
+    m = make_model([helper.make_node("Mul", ["x", "cos"], ["a"]),
+                    helper.make_node("Mul", ["x", "sin"], ["b"]),
+                    helper.make_node("Add", ["a", "b"], ["y"])],
+                   [tensor("x", [1, 16, 4])], [tensor("y", [1, 16, 4])],
+                   {"cos": np.cos(ang)[None], "sin": np.sin(ang)[None]})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert {"rotary-cos", "rotary-sin"} <= {r["rule"] for r in res.rewrites}
+    x = rng.standard_normal((2, 29, 4)).astype(np.float32)
+    ang = np.arange(29, dtype=np.float32)[:, None] * inv
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x * np.cos(ang) + x * np.sin(ang), atol=1e-4)
