@@ -8,9 +8,9 @@ import pytest
 from conftest import FIXTURES, run
 from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param_fixed
 
-import winml_dynify.analysis as analysis
 import winml_dynify.api as api
 import winml_dynify.rules.constants as constants
+import winml_dynify.rules.offsets as offsets
 import winml_dynify.rules.shape_inputs as shape_inputs
 from winml_dynify import RefusedError, dynify
 from winml_dynify.verify import Verifier
@@ -40,7 +40,7 @@ def test_round_trip_fixing_symbols_back_gives_the_original_outputs():
 
 def test_per_sample_catches_a_folded_batch_index_left_in_place(monkeypatch):
     """Without the row-offset rule every sample reads row 0's mask: it runs, the numbers are wrong."""
-    monkeypatch.setattr(analysis, "_index_offset_bindings", lambda ctx, consts: {})
+    monkeypatch.setattr(offsets, "offset_bindings", lambda ctx, consts: {})
     res = dynify(FIXTURES / "bert_sdpa" / "s0_batch1_seq16.onnx", AXES)
     assert "failed" in statuses(res, "per-sample")
     assert statuses(res, "original") == {"passed"}  # batch 1 cannot see it
