@@ -82,7 +82,7 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     specs = specs + [c for c in carried if c not in specs]
     statics = {**carried_sizes, **statics}
     done = rewrite(original, specs, statics)
-    _self_check(done.model, specs, statics, {s: r.multiple for s, r in done.ranges.items() if r.multiple > 1})
+    _self_check(done.model, specs, statics, done.ranges)
     _record_metadata(done.model, done.ranges)
     result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
     check_outputs(list(expect_outputs), result.outputs)
@@ -97,11 +97,12 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
 
 
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
-                multiples: dict[str, int]) -> None:
+                ranges: dict[str, SymbolRange]) -> None:
     """The rewritten graph must analyse with nothing left to bind or rewrite, and onnx must infer it strictly."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     name_nodes(probe.graph)
+    multiples = {s: r.multiple for s, r in ranges.items() if r.multiple > 1}
     an = analyse_request(probe, specs, statics, multiples)
     inputs = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
     leftover = [f"{s.input}:{s.axis} is not the symbol {s.symbol!r}" for s in specs
@@ -115,7 +116,7 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     for vi in light.graph.input:
         for d in vi.type.tensor_type.shape.dim:
             if d.HasField("dim_param") and d.dim_param in sym:
-                value = sym[d.dim_param].vals[N_POINTS - 1]
+                value = _inside(sym[d.dim_param].vals[N_POINTS - 1], ranges[d.dim_param])
                 d.Clear()
                 d.dim_value = value
     try:
@@ -123,6 +124,13 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     except Exception as e:  # onnx raises InferenceError and friends
         reason = str(e).splitlines()[0][:300]
         raise RefusedError(f"onnx shape inference rejects the rewritten graph: {reason}") from None
+
+
+def _inside(value: int, r: SymbolRange) -> int:
+    """``value`` if the symbol's range allows it, else another allowed size (not the exported one if possible)."""
+    if r.max is not None and value > r.max:
+        value = r.max if r.max != r.static else max(r.min, r.static - 3)
+    return max(r.min, value - value % r.multiple)
 
 
 def _without_weights(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:

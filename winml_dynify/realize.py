@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .dims import Symbol, Vals, factor, is_static
+from .dims import Symbol, Vals, describe, factor, is_static
 from .errors import RefusedError
 
 
@@ -78,6 +78,23 @@ class Realizer:
                 out = self.node("Mul", [out, self.const(np.array([c], np.int64))])
         self._cache[key] = out
         return out
+
+    def at_most(self, vals: Vals, limit: int) -> str:
+        """The dim ``vals`` at run time, failing in a node named ``dynify/check_<dim>_at_most_<limit>``
+        when it exceeds ``limit`` (a negative ConstantOfShape), rather than in some later broadcast."""
+        key = ("at_most", vals, limit)
+        if key not in self._cache:
+            dim = self.dim(vals)
+            room = self.node("Sub", [self.const(np.array([limit], np.int64)), dim])
+            label = describe(vals, self.symbols).replace("*", "_")
+            check = helper.make_node("ConstantOfShape", [room], [f"dynify/check_{label}_at_most_{limit}"],
+                                     name=f"dynify/check_{label}_at_most_{limit}",
+                                     value=numpy_helper.from_array(np.zeros(1, np.int64)))
+            check.metadata_props.extend(self.tags)
+            self.nodes.append(check)
+            zero = self.node("ReduceSum", [check.output[0]], keepdims=1)
+            self._cache[key] = self.node("Add", [dim, zero])
+        return self._cache[key]
 
     def vector(self, entries: list[int | Vals]) -> str:
         """An int64 vector; each entry is a literal int or a dim."""
