@@ -96,15 +96,16 @@ class Realizer:
             self._cache[key] = self.node("Add", [dim, zero])
         return self._cache[key]
 
-    def vector(self, entries: list[int | Vals]) -> str:
-        """An int64 vector; each entry is a literal int or a dim."""
+    def vector(self, entries: list[int | Vals | str]) -> str:
+        """An int64 vector; each entry is a literal int, a dim, or the name of a 1-element tensor."""
         key = ("vec", tuple(entries))
         if key in self._cache:
             return self._cache[key]
-        if all(isinstance(e, int) or is_static(e) for e in entries):
+        if all(isinstance(e, int) or (isinstance(e, tuple) and is_static(e)) for e in entries):
             out = self.const(np.array([e if isinstance(e, int) else e[0] for e in entries], np.int64))
         else:
-            parts = [self.const(np.array([e], np.int64)) if isinstance(e, int) else self.dim(e) for e in entries]
+            parts = [self.const(np.array([e], np.int64)) if isinstance(e, int) else e if isinstance(e, str)
+                     else self.dim(e) for e in entries]
             out = parts[0] if len(parts) == 1 else self.node("Concat", parts, axis=0)
         self._cache[key] = out
         return out

@@ -131,8 +131,8 @@ def slice_bounds(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Reali
                 ok = False
     if ok:
         return None
-    starts: list[int | Vals] = []
-    ends: list[int | Vals] = []
+    starts: list[int | Vals | str] = []
+    ends: list[int | Vals | str] = []
     for j, a in enumerate(axes):
         a = a + r if a < 0 else a
         s0, n, d = st.value[j][0], need[a], x.shape[a].vals
@@ -142,6 +142,10 @@ def slice_bounds(node: onnx.NodeProto, an: Analysis, need: list[Vals], rz: Reali
         elif s0 < 0 and n == d:
             starts.append(0)
             ends.append(INT64_MAX)
+        elif is_static(d) and s0 >= 0:  # a run-time prefix of a fixed table: guarded by its length
+            end = rz.at_most(n, d[0] - s0)
+            starts.append(s0)
+            ends.append(end if s0 == 0 else rz.node("Add", [end, rz.const(np.array([s0], np.int64))]))
         elif s0 == 0:
             starts.append(0)
             ends.append(n)
