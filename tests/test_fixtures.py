@@ -19,7 +19,13 @@ from make_inputs import input_seed, make_inputs
 
 CASES = manifest_cases()
 # Cases the tool refuses today, each with the reason it gives (see docs/SUPPORT.md).
-KNOWN_REFUSED = {"vit_hw"}
+KNOWN_REFUSED = {
+    "vit_hw",  # learned position table sized for the exported patch grid
+    "mean_pool_scale",  # a folded x.size(1) ** -0.5 no oracle can check without --reference
+    "xlnet", "funnel",  # relative-position constants folded at the exported length
+    "dinov2_hw", "vit_interp_hw",  # interpolation sizes baked into a Resize: caught by verification
+    "poolformer_hw", "mobilevit",
+}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

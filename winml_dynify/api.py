@@ -16,7 +16,7 @@ from .errors import RefusedError, UsageError
 from .presets import Selection, select
 from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
 from .spec import AxisSpec, OutputAxis, carried_axes, check_outputs, graph_output_dims, parse_axis, resolve
-from .verify import Verifier, VerifyReport, check_shapes
+from .verify import Verifier, VerifyReport, check_shapes, size_like_scalars
 
 AxisRequest = str | tuple[str, int, str]
 
@@ -93,6 +93,7 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
         v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges)
         plan = check_shapes(done.ranges, v.roles, shapes)
         result.report = v.run(plan, list(opt_levels), list(references), progress)
+        result.report.checks += size_like_scalars(done.model, statics, result.report)
     return result
 
 

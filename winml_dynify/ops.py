@@ -457,7 +457,10 @@ def _tile(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     out, counts = [], []
     for k, (i, t) in enumerate(zip(x.shape, reps.value, strict=True)):
         times = tuple(a * b for a, b in zip(i.vals, t, strict=True))
-        if is_static(t) and i.static:
+        if is_static(t) and t[0] == 1 and i.s0 != 1 and i.origin is not None and i.origin.kind == "axis":
+            out.append(i)  # not repeated, and read from a constant's axis: a binding belongs there
+            counts.append(t)
+        elif is_static(t) and i.static:
             d = ctx.bound(Origin("entry", node.name, 1, k), times)
             if any(v % i.s0 for v in d.vals):
                 ctx.conflict(f"repeat of {i.s0} cannot give {ctx.name(d.vals)}")

@@ -146,8 +146,11 @@ def _roles(inputs: list[_Input]) -> dict[str, str]:
     masked = {s for inp in inputs if inp.is_mask for s in inp.symbols.values()}
     roles = {}
     for s, ks in axes.items():
+        token_like = all(len(i.static) == 2 and not i.is_float for i in inputs if s in i.symbols.values())
         if ks == {0}:
-            roles[s] = "batch"
+            roles[s] = "batch"  # confirmed (or not) on the original by _settle_batch_roles
+        elif len(ks) == 1 and s not in masked and not token_like:
+            roles[s] = "samples?"  # a batch on another axis (seq-first layouts), if the original agrees
         elif 0 not in ks and s in masked:
             roles[s] = "seq"
         elif 0 not in ks and all(len(i.static) == 2 and not i.is_float for i in inputs if s in i.symbols.values()):
@@ -234,7 +237,43 @@ class Verifier:
         self.statics = ({s: r.static for s, r in self.ranges.items()} if self.ranges else
                         {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs})
         self.role_notes: dict[str, str] = {}
+        self._settle_batch_roles()
         self._settle_token_roles()
+
+    def _settle_batch_roles(self) -> None:
+        """A symbol exported at a size > 1 is a batch only if the original proves its samples independent:
+        changing sample 0 leaves the outputs of the other samples unchanged. At size 1 nothing can be
+        probed; axis 0 is then taken as the batch, by the usual layout."""
+        for s, role in sorted(self.roles.items(), key=lambda kv: kv[1] != "batch"):
+            if role not in ("batch", "samples?"):
+                continue
+            if "batch" in (r for s2, r in self.roles.items() if s2 != s) and role == "samples?":
+                self.roles[s] = "other"  # one batch oracle at a time: the axis-0 symbol has it
+                continue
+            if self.statics[s] == 1:
+                self.roles[s] = "batch" if role == "batch" else "other"
+                continue
+            a = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
+            b = {k: v.copy() for k, v in a.items()}
+            for inp in self.inputs:
+                for ax, sym in inp.symbols.items():
+                    if sym == s and not inp.is_mask:
+                        first = _along(ax, len(inp.static), slice(0, 1))
+                        b[inp.name][first] = (b[inp.name][first] + 1) if inp.is_float else \
+                            (b[inp.name][first] - inp.low + 1) % max(inp.high - inp.low, 2) + inp.low
+            sess = self.session("original", "disabled")
+            independent, compared = True, False
+            for j, (x, y) in enumerate(zip(sess.run(self.out_names, a), sess.run(self.out_names, b), strict=True)):
+                dims = self.outputs.get(self.out_names[j]) or []
+                if s in dims:
+                    rest = _along(dims.index(s), x.ndim, slice(1, None))
+                    compared = True
+                    independent &= bool(np.allclose(x[rest], y[rest], rtol=1e-5, atol=1e-6))
+            if independent and compared:
+                self.roles[s] = "batch"
+            else:
+                self.roles[s] = "other"
+                self.role_notes[s] = "its samples are not independent in the original"
 
     def _settle_token_roles(self) -> None:
         """Prove on the original model that the sequence oracles apply. With a mask (padding oracle):
@@ -454,3 +493,36 @@ class Verifier:
             return Check("reference", values, level, "failed", seconds=time.perf_counter() - t0,
                          note=f"onnxruntime raised: {str(e).splitlines()[0][:200]}")
         return self._compare("reference", values, level, got, dict(zip(self.out_names, truth, strict=True)), t0)
+
+
+def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: VerifyReport) -> list[Check]:
+    """Scalars left in the rewritten graph that look like a folded size (``s``, ``1/s``, ``s**-0.5``,
+    ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, for a symbol that no oracle checked
+    at another size: each is a failed check, since a folded ``x.size(1) ** -0.5`` would be silently wrong
+    there while a hyperparameter of that value would be right. A ``--reference`` settles it."""
+    checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items() if v != statics.get(s)}
+    arithmetic = {"Mul", "Div", "Pow", "Sqrt", "Add", "Sub"}
+    users: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            users.setdefault(i, set()).add(n.op_type)
+    scalars = [(t.name, helper.tensor_dtype_to_np_dtype(t.data_type), onnx.numpy_helper.to_array(t))
+               for t in model.graph.initializer if int(np.prod(t.dims)) == 1 and not t.name.startswith("dynify/")]
+    scalars += [(n.output[0], None, onnx.numpy_helper.to_array(n.attribute[0].t)) for n in model.graph.node
+                if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+                and int(np.prod(n.attribute[0].t.dims)) == 1]
+    out = []
+    for s, size in statics.items():
+        if s in checked or size < 4:
+            continue
+        forms = {"": size, "1/": 1 / size, "**-0.5 of ": size ** -0.5, "sqrt of ": size ** 0.5}
+        for name, _, arr in scalars:
+            if arr.dtype.kind != "f" or not users.get(name, set()) & arithmetic:
+                continue
+            v = float(arr.reshape(-1)[0])
+            hit = next((f for f, x in forms.items() if np.isclose(v, x, rtol=1e-6)), None)
+            if hit is not None:
+                out.append(Check("scalar", {s: size}, "-", "failed", note=(
+                    f"constant '{name}' = {v:g} is {hit}{s}'s exported size and feeds arithmetic; no oracle "
+                    f"checked other {s} sizes, so a folded size cannot be ruled out: give --reference exports")))
+    return out
