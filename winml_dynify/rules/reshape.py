@@ -12,6 +12,7 @@ downstream override these decisions.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import onnx
 
@@ -25,7 +26,11 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
     if static_out is None:
         ctx.conflict("its target does not fit its input even at the exported shape")
         return None
-    groups = _groups(in_shape, static_out)
+
+    def splittable(vals: Vals) -> bool:  # a symbolic product of symbols: a spare output 1 may take one
+        return not is_static(vals) and factor(vals, ctx.symbols) is not None
+
+    groups = _groups(in_shape, static_out, splittable)
     if groups is None:
         ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
         return None
@@ -76,7 +81,8 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
     return dims
 
 
-def _groups(in_shape: list[Dim], out: list[int]) -> list[tuple[list[int], list[int]]] | None:
+def _groups(in_shape: list[Dim], out: list[int],
+            splittable: Callable[[Vals], bool]) -> list[tuple[list[int], list[int]]] | None:
     """Pair contiguous runs of input and output dims with equal static products."""
     non1_in = [i for i, d in enumerate(in_shape) if d.s0 != 1]
     non1_out = [k for k, v in enumerate(out) if v != 1]
@@ -125,7 +131,7 @@ def _groups(in_shape: list[Dim], out: list[int]) -> list[tuple[list[int], list[i
             continue
         g = gap(k, non1_out)
         for cand in (min(g, len(groups) - 1), g - 1):
-            if cand >= 0 and not is_static(prod([in_shape[i].vals for i in groups[cand][0]])):
+            if cand >= 0 and splittable(prod([in_shape[i].vals for i in groups[cand][0]])):
                 groups[cand][1].append(k)
                 break
     return [(sorted(gi), sorted(gk)) for gi, gk in groups]
