@@ -253,23 +253,8 @@ class Verifier:
             if self.statics[s] == 1:
                 self.roles[s] = "batch" if role == "batch" else "other"
                 continue
-            a = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
-            b = {k: v.copy() for k, v in a.items()}
-            for inp in self.inputs:
-                for ax, sym in inp.symbols.items():
-                    if sym == s and not inp.is_mask:
-                        first = _along(ax, len(inp.static), slice(0, 1))
-                        b[inp.name][first] = (b[inp.name][first] + 1) if inp.is_float else \
-                            (b[inp.name][first] - inp.low + 1) % max(inp.high - inp.low, 2) + inp.low
-            sess = self.session("original", "disabled")
-            independent, compared = True, False
-            for j, (x, y) in enumerate(zip(sess.run(self.out_names, a), sess.run(self.out_names, b), strict=True)):
-                dims = self.outputs.get(self.out_names[j]) or []
-                if s in dims:
-                    rest = _along(dims.index(s), x.ndim, slice(1, None))
-                    compared = True
-                    independent &= bool(np.allclose(x[rest], y[rest], rtol=1e-5, atol=1e-6))
-            if independent and compared:
+            independent = self._unchanged(s, changed=slice(0, 1), kept=slice(1, None))
+            if independent:
                 self.roles[s] = "batch"
             else:
                 self.roles[s] = "other"
@@ -284,31 +269,40 @@ class Verifier:
             if role not in ("tokens", "seq"):
                 continue
             half = self.statics[s] // 2
-            a = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
-            for inp in self.inputs:
-                for ax, sym in inp.symbols.items():
-                    if sym == s and inp.is_mask:
-                        a[inp.name][_along(ax, len(inp.static), slice(half, None))] = 0
-            b = {k: v.copy() for k, v in a.items()}
-            for inp in self.inputs:
-                for ax, sym in inp.symbols.items():
-                    if sym == s and not inp.is_mask:
-                        tail = _along(ax, len(inp.static), slice(half, None))
-                        b[inp.name][tail] = (b[inp.name][tail] + 1) if inp.is_float else \
-                            (b[inp.name][tail] - inp.low + 1) % max(inp.high - inp.low, 2) + inp.low
-            sess = self.session("original", "disabled")
-            same, compared = True, False
-            for j, (x, y) in enumerate(zip(sess.run(self.out_names, a), sess.run(self.out_names, b), strict=True)):
-                dims = self.outputs.get(self.out_names[j]) or []
-                if s in dims:
-                    head = _along(dims.index(s), x.ndim, slice(0, half))
-                    compared = True
-                    same &= bool(np.allclose(x[head], y[head], rtol=1e-5, atol=1e-6))
+            same = self._unchanged(s, changed=slice(half, None), kept=slice(0, half), masked=role == "seq")
             if role == "tokens":
-                self.roles[s] = "prefix" if same and compared else "other"
-            elif not (same and compared):
+                self.roles[s] = "prefix" if same else "other"
+            elif not same:
                 self.roles[s] = "other"
                 self.role_notes[s] = "the original's outputs on real positions change with the padded content"
+
+    def _unchanged(self, s: str, changed: slice, kept: slice, masked: bool = False) -> bool:
+        """Probe on the original at the exported shape: change the inputs at ``changed`` positions of
+        symbol ``s`` (mask inputs zeroed there first when ``masked``); True when every output carrying
+        ``s`` is unchanged at ``kept`` positions (and at least one output carries it)."""
+        a = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
+        b = {k: v.copy() for k, v in a.items()}
+        for inp in self.inputs:
+            for ax, sym in inp.symbols.items():
+                if sym != s:
+                    continue
+                at = _along(ax, len(inp.static), changed)
+                if inp.is_mask:
+                    if masked:
+                        a[inp.name][at] = b[inp.name][at] = 0
+                elif inp.is_float:
+                    b[inp.name][at] += 1
+                else:
+                    b[inp.name][at] = (b[inp.name][at] - inp.low + 1) % max(inp.high - inp.low, 2) + inp.low
+        sess = self.session("original", "disabled")
+        same, compared = True, False
+        for name, x, y in zip(self.out_names, sess.run(self.out_names, a), sess.run(self.out_names, b), strict=True):
+            dims = self.outputs.get(name) or []
+            if s in dims:
+                at = _along(dims.index(s), x.ndim, kept)
+                compared = True
+                same &= bool(np.allclose(x[at], y[at], rtol=1e-5, atol=1e-6))
+        return same and compared
 
     def session(self, which: str, level: str) -> ort.InferenceSession:
         key = (which, level)
