@@ -24,7 +24,6 @@ KNOWN_REFUSED = {
     "mean_pool_scale",  # a folded x.size(1) ** -0.5 no oracle can check without --reference
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "dinov2_hw", "vit_interp_hw",  # interpolation sizes baked into a Resize: caught by verification
-    "mobilevit",  # a channel Concat the rewrite gets inconsistent: refused by its own self-check
 }
 
 

@@ -321,3 +321,28 @@ def test_folded_rotary_tables_become_cos_and_sin_of_a_range(rng):
     x = rng.standard_normal((2, 29, 4)).astype(np.float32)
     ang = np.arange(29, dtype=np.float32)[:, None] * inv
     np.testing.assert_allclose(run(res.model, {"x": x})[0], x * np.cos(ang) + x * np.sin(ang), atol=1e-4)
+
+
+def test_reshape_target_from_folded_float_arithmetic(rng):
+    """A target computed in float (``int(ceil(5 / 2)) * 2`` rows of patches, traced from Python math on
+    static sizes) is evaluated through Div/Ceil/Cast, so its folded batch entry is found and rewritten."""
+    f = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor(  # noqa: E731
+        name, TensorProto.FLOAT, [], [v]))
+    m = make_model([f("five", 5.0), f("two", 2.0),
+                    helper.make_node("Div", ["five", "two"], ["q"]),
+                    helper.make_node("Ceil", ["q"], ["c"]),
+                    helper.make_node("Cast", ["c"], ["ci"], to=TensorProto.INT64),
+                    helper.make_node("Mul", ["bc", "ci"], ["rows"]),
+                    helper.make_node("Unsqueeze", ["rows", "zero"], ["rows1"]),
+                    helper.make_node("Concat", ["rows1", "rest"], ["t"], axis=0),
+                    helper.make_node("Reshape", ["x", "t"], ["p"]),
+                    helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 2, 1, 3]),
+                    helper.make_node("Reshape", ["pt", "back"], ["y"])],
+                   [tensor("x", [1, 2, 6, 6])], [tensor("y", [1, 2, 6, 6])],
+                   {"bc": np.array(2, np.int64), "zero": np.array([0], np.int64),
+                    "rest": np.array([2, 3, 2], np.int64), "back": np.array([1, 2, 6, 6], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified and res.outputs["y"] == ["batch", 2, 6, 6]
+    x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
+    want = x.reshape(18, 2, 3, 2).transpose(0, 2, 1, 3).reshape(3, 2, 6, 6)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], want)

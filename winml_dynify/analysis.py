@@ -28,7 +28,9 @@ class TInfo:
     """What the analysis knows about one tensor."""
 
     shape: list[Dim] | None
-    value: list[Vals] | None = None  # flat entries, per point; only for small integer tensors
+    # flat entries, per point; only for small integer tensors and small float ones (shape arithmetic
+    # such as ``ceil(h / 2)`` runs in float), whose entries are Python floats
+    value: list[Vals] | None = None
     const: np.ndarray | None = None  # static content of a constant tensor
     dtype: int = onnx.TensorProto.FLOAT
     origins: list[Origin | None] | None = None  # per value entry: the dim it was read from (Shape)
@@ -36,7 +38,12 @@ class TInfo:
     def value_at(self, p: int) -> np.ndarray:
         assert self.value is not None and self.shape is not None
         shp = [d.vals[p] for d in self.shape]
-        return np.array([v[p] for v in self.value], dtype=np.int64).reshape(shp)
+        return np.array([v[p] for v in self.value], dtype=value_dtype(self.dtype)).reshape(shp)
+
+
+def value_dtype(dtype: int) -> type:
+    """The numpy type values of an ONNX element type are tracked in: float64 for floats, else int64."""
+    return np.float64 if np.dtype(onnx.helper.tensor_dtype_to_np_dtype(dtype)).kind == "f" else np.int64
 
 
 @dataclass
@@ -189,8 +196,12 @@ class Lazy:
 def _const_info(name: str, arr: Lazy, dtype: int, ctx: Ctx) -> TInfo:
     shape = [ctx.bound(Origin("axis", name, k, 0), const(s)) for k, s in enumerate(arr.shape)]
     value = None
-    if arr.dtype.kind in "iub" and arr.size <= MAX_VALUE_SIZE and all(d.static for d in shape):
-        value = [const(int(v)) for v in arr.array.reshape(-1)]
+    if arr.dtype.kind in "iubf" and arr.size <= MAX_VALUE_SIZE and all(d.static for d in shape):
+        flat = arr.array.reshape(-1)
+        if arr.dtype.kind != "f":
+            value = [const(int(v)) for v in flat]
+        elif np.isfinite(flat).all():
+            value = [(float(v),) * len(const(0)) for v in flat]
     return TInfo(shape, value, arr.array if arr.size <= SMALL_CONST else None, dtype)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from .analysis import MAX_VALUE_SIZE, Ctx, TInfo
+from .analysis import MAX_VALUE_SIZE, Ctx, TInfo, value_dtype
 from .dims import N_POINTS, Dim, Origin, Vals, const, is_static, prod
 from .rules import divisor
 
@@ -48,9 +48,10 @@ def _with_value(shape: list[Dim], per_point: list[np.ndarray] | None, dtype: int
                 origins: list[Origin | None] | None = None) -> TInfo:
     value = None
     if per_point is not None and all(d.static for d in shape) and per_point[0].size <= MAX_VALUE_SIZE:
+        kind = float if value_dtype(dtype) is np.float64 else int
         flat = [np.asarray(a).reshape(-1) for a in per_point]
-        if all(f.size == flat[0].size for f in flat):
-            value = [tuple(int(f[i]) for f in flat) for i in range(flat[0].size)]
+        if all(f.size == flat[0].size and np.isfinite(f.astype(np.float64)).all() for f in flat):
+            value = [tuple(kind(f[i]) for f in flat) for i in range(flat[0].size)]
     if value is None or origins is None or len(origins) != len(value):
         origins = None
     return TInfo(shape, value, None, dtype, origins)
@@ -86,9 +87,15 @@ def _broadcast_shapes(ctx: Ctx, shapes: list[list[Dim]]) -> list[Dim]:
 
 
 # -- elementwise -----------------------------------------------------------------------------------
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ONNX Div: true division on floats, truncating on integers (a zero divisor leaves no value)."""
+    if a.dtype.kind == "f" or b.dtype.kind == "f":
+        return np.divide(a, b, out=np.full(np.broadcast(a, b).shape, np.nan), where=b != 0)
+    return np.trunc(a / np.where(b == 0, 1, b)).astype(np.int64)
+
+
 _BINARY = {
-    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
-    "Div": lambda a, b: np.trunc(a / np.where(b == 0, 1, b)).astype(np.int64),
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div,
     "Equal": np.equal, "Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
     "GreaterOrEqual": np.greater_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
     "Max": np.maximum, "Min": np.minimum, "Mod": np.mod, "Pow": np.power,
@@ -108,13 +115,14 @@ def _elementwise(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> lis
             vals = [np.where(c.astype(bool), x, y) for c, x, y in pts]
         elif len(ins) == 2:
             fn = _BINARY[node.op_type]
-            vals = [np.asarray(fn(a, b)).astype(np.int64) for a, b in pts]
+            with np.errstate(all="ignore"):
+                vals = [np.asarray(fn(a, b)) for a, b in pts]
     divisor.find(ctx, node, ins)
     return [_with_value(shape, vals, dtype)]
 
 
 _UNARY_VALUE = {"Neg": np.negative, "Abs": np.abs, "Not": np.logical_not, "Identity": lambda a: a,
-                "Cast": lambda a: a, "Ceil": lambda a: a, "Floor": lambda a: a, "Sign": np.sign,
+                "Cast": lambda a: a, "Ceil": np.ceil, "Floor": np.floor, "Round": np.round, "Sign": np.sign,
                 "Relu": lambda a: np.maximum(a, 0)}
 
 
@@ -139,9 +147,11 @@ def _unary(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
     vals = None
     fn = _UNARY_VALUE.get(node.op_type)
     if fn is not None and x.value is not None:
-        vals = [np.asarray(fn(x.value_at(p))).astype(np.int64) for p in range(N_POINTS)]
+        vals = [np.asarray(fn(x.value_at(p))) for p in range(N_POINTS)]
         if node.op_type == "Cast" and dtype == onnx.TensorProto.BOOL:
             vals = [(v != 0).astype(np.int64) for v in vals]
+        elif value_dtype(dtype) is np.int64:
+            vals = [np.trunc(v).astype(np.int64) for v in vals]  # float to integer casts truncate
     keep = x.origins if node.op_type in ("Identity", "Cast", "CastLike") else None
     return [_with_value(x.shape, vals, dtype, keep)]
 
@@ -711,7 +721,8 @@ def fallback(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
             if info.const is not None and all(d.static for d in info.shape):
                 inits.append(onnx.numpy_helper.from_array(info.const, name))
             elif info.value is not None:
-                inits.append(onnx.numpy_helper.from_array(info.value_at(p).astype(np.int64), name))
+                inits.append(onnx.numpy_helper.from_array(
+                    info.value_at(p).astype(onnx.helper.tensor_dtype_to_np_dtype(info.dtype)), name))
             inputs.append(onnx.helper.make_tensor_value_info(name, info.dtype, shp))
         outs = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
         g = onnx.helper.make_graph([node], "n", inputs, outs, initializer=inits)
