@@ -23,7 +23,6 @@ KNOWN_REFUSED = {
     "vit_hw",  # learned position table sized for the exported patch grid
     "mean_pool_scale",  # a folded x.size(1) ** -0.5 no oracle can check without --reference
     "xlnet", "funnel",  # relative-position constants folded at the exported length
-    "dinov2_hw", "vit_interp_hw",  # interpolation sizes baked into a Resize: caught by verification
 }
 
 

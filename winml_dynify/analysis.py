@@ -134,6 +134,9 @@ class Ctx:
         if a.vals == b.vals:
             return a if not a.static or b.static else b
         if a.s0 == b.s0:
+            matched = self._equate_pieces(a, b)
+            if matched is not None:
+                return matched
             for x, y in ((a, b), (b, a)):
                 if (contraction and x.static and x.origin is not None and x.origin.kind == "axis"
                         and y.origin is not None and y.origin.kind == "choice"):
@@ -145,6 +148,24 @@ class Ctx:
                     return y
         self.conflict(f"dim {self.describe_dim(a)} must equal {self.describe_dim(b)}")
         return b if a.static else a
+
+    def _equate_pieces(self, a: Dim, b: Dim) -> Dim | None:
+        """A baked dim built like a symbolic one (the same number of merged or concatenated pieces, equal at
+        export), whose differing pieces are all bindable: bind piece by piece. A resized position grid
+        ``[4, 4]`` flattened and added to the flattened patch grid ``[h/8, w/8]`` takes ``h/8`` and ``w/8``."""
+        for x, y in ((a, b), (b, a)):
+            if not x.static or y.static:
+                continue
+            for kind in ("parts", "terms"):
+                px, py = getattr(x, kind), getattr(y, kind)
+                if not px or not py or len(px) != len(py):
+                    continue
+                if all(u.vals == v.vals or (u.s0 == v.s0 and (u.origin is not None or u.parts or u.terms))
+                       for u, v in zip(px, py, strict=True)):
+                    for u, v in zip(px, py, strict=True):
+                        self.equate(u, v)
+                    return y
+        return None
 
     def broadcast(self, a: Dim, b: Dim) -> Dim:
         """Numpy broadcasting of two dims; a dim that is 1 everywhere stays a broadcast."""

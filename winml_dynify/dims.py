@@ -9,7 +9,7 @@ A dim equal at every point is static.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Vals = tuple[int, ...]
 
@@ -68,8 +68,14 @@ class Origin:
 
 @dataclass(frozen=True)
 class Dim:
+    """A dim and where it came from. ``parts`` records the dims a Reshape merged into it (row-major) and
+    ``terms`` the dims a Concat added up along it: when a baked dim meets a symbolic one of the same
+    structure, their pieces are matched one by one."""
+
     vals: Vals
     origin: Origin | None = None
+    parts: tuple[Dim, ...] | None = field(default=None, compare=False)
+    terms: tuple[Dim, ...] | None = field(default=None, compare=False)
 
     @property
     def s0(self) -> int:

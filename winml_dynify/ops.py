@@ -228,8 +228,9 @@ def _concat(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
     shape = []
     for k in range(rank):
         if k == axis:
-            shape.append(Dim(prod([]) if not parts else tuple(
-                sum(p.shape[k].vals[i] for p in parts) for i in range(N_POINTS))))
+            terms = tuple(p.shape[k] for p in parts)
+            shape.append(Dim(tuple(sum(t.vals[i] for t in terms) for i in range(N_POINTS)),
+                             terms=terms if len(terms) > 1 else None))
         else:
             d = parts[0].shape[k]
             for p in parts[1:]:
@@ -307,7 +308,7 @@ def _reshape_at(in_vals: list[int], target: list[int], allowzero: int) -> list[i
 
 @op("Reshape")
 def _reshape(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    from .rules.reshape import solve_reshape
+    from .rules.reshape import solve_reshape, with_parts
 
     x, tgt = ins
     entries = _entries(ctx, tgt, node, 1)
@@ -328,7 +329,7 @@ def _reshape(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
     if out is None:
         return [None]
     _site(ctx, node, 1, [d.vals for d in out])
-    return [TInfo(out, x.value, None, x.dtype, x.origins)]
+    return [TInfo(with_parts(x.shape, out), x.value, None, x.dtype, x.origins)]
 
 
 @op("Expand")

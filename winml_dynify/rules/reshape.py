@@ -81,6 +81,20 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
     return dims
 
 
+def with_parts(in_shape: list[Dim], out: list[Dim]) -> list[Dim]:
+    """Record on each output dim that merges a run of input dims (a flatten) which input dims it holds."""
+    groups = _groups(in_shape, [d.s0 for d in out], lambda _: False)
+    if groups is None:
+        return out
+    out = list(out)
+    for gi, gk in groups:
+        pieces = [in_shape[i] for i in gi if in_shape[i].s0 != 1]
+        if len(gk) == 1 and len(pieces) > 1 and prod([d.vals for d in pieces]) == out[gk[0]].vals:
+            d = out[gk[0]]
+            out[gk[0]] = Dim(d.vals, d.origin, tuple(pieces))
+    return out
+
+
 def _groups(in_shape: list[Dim], out: list[int],
             splittable: Callable[[Vals], bool]) -> list[tuple[list[int], list[int]]] | None:
     """Pair contiguous runs of input and output dims with equal static products."""
