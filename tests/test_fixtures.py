@@ -23,6 +23,8 @@ KNOWN_REFUSED = {
     "vit_hw",  # learned position table sized for the exported patch grid
     "mean_pool_scale",  # a folded x.size(1) ** -0.5 no oracle can check without --reference
     "xlnet", "funnel",  # relative-position constants folded at the exported length
+    "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
+    "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
 }
 
 

@@ -373,3 +373,36 @@ def test_resized_position_grid_follows_the_patch_grid(rng):
     x = rng.standard_normal((1, 2, 12, 20)).astype(np.float32)
     want = run(_grid_model(12, 20, table, k), {"x": x})[0]
     np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_literal_equal_to_seq_is_unchosen_when_a_later_reshape_cannot_split_it(rng):
+    """A folded ``[16, 16]`` (batch*seq, 16 hidden units) at seq 16: the first guess puts seq in the second
+    16; the next Reshape ``[1, -1, 2, 8]`` cannot split seq into [2, 8], so that 16 is pinned and batch*seq
+    goes to the first."""
+    m = make_model([helper.make_node("Reshape", ["x", "t1"], ["a"]),
+                    helper.make_node("Reshape", ["a", "t2"], ["b"]),
+                    helper.make_node("Reshape", ["b", "t3"], ["y"])],
+                   [tensor("x", [1, 16, 16])], [tensor("y", [1, 16, 2, 8])],
+                   {"t1": np.array([-1, 8], np.int64), "t2": np.array([16, 16], np.int64),
+                    "t3": np.array([1, -1, 2, 8], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert res.outputs["y"] == ["batch", "seq", 2, 8]
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(3, 5, 2, 8))
+
+
+def test_a_trailing_unit_axis_after_a_split_takes_no_symbol(rng):
+    """``[-1, 5, 1]`` of (batch, seq, 10) at batch 1: the trailing 1 is a unit axis for a MatMul, so
+    batch stays in -1 with seq (ConvBERT's span kernels)."""
+    m = make_model([helper.make_node("Reshape", ["x", "row"], ["r"]),
+                    helper.make_node("Reshape", ["x", "col"], ["c"]),
+                    helper.make_node("MatMul", ["r", "c"], ["p"]),
+                    helper.make_node("Reshape", ["p", "back"], ["y"])],
+                   [tensor("x", [1, 16, 10])], [tensor("y", [1, 16, 2])],
+                   {"row": np.array([-1, 1, 5], np.int64), "col": np.array([-1, 5, 1], np.int64),
+                    "back": np.array([1, 16, 2], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert res.outputs["y"] == ["batch", "seq", 2]
+    x = rng.standard_normal((3, 5, 10)).astype(np.float32)
+    v = x.reshape(-1, 5)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], (v * v).sum(-1).reshape(3, 5, 2), rtol=1e-5)

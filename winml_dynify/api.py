@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from . import io
+from .analysis import Binding
 from .dims import N_POINTS
 from .errors import RefusedError, UsageError
 from .presets import Selection, select
@@ -82,7 +83,7 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     specs = specs + [c for c in carried if c not in specs]
     statics = {**carried_sizes, **statics}
     done = rewrite(original, specs, statics)
-    _self_check(done.model, specs, statics, done.ranges)
+    _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
     result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
     check_outputs(list(expect_outputs), result.outputs)
@@ -98,13 +99,14 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
 
 
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
-                ranges: dict[str, SymbolRange]) -> None:
-    """The rewritten graph must analyse with nothing left to bind or rewrite, and onnx must infer it strictly."""
+                ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding]) -> None:
+    """The rewritten graph must analyse (under the same Reshape choices) with nothing left to bind or
+    rewrite, and onnx must infer it strictly."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     name_nodes(probe.graph)
     multiples = {s: r.multiple for s, r in ranges.items() if r.multiple > 1}
-    an = analyse_request(probe, specs, statics, multiples)
+    an = analyse_request(probe, specs, statics, multiples, choices)
     inputs = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
     leftover = [f"{s.input}:{s.axis} is not the symbol {s.symbol!r}" for s in specs
                 if inputs[s.input][s.axis].dim_param != s.symbol]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from .analysis import Analysis, Binding, analyse, constants
-from .dims import Symbol, Vals, const, describe, factor, make_symbols
+from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
 from .rules import divisor
@@ -37,6 +37,8 @@ class Rewritten:
     rewrites: list[dict] = field(default_factory=list)  # {"rule", "target", "detail"}
     outputs: dict[str, list[int | str | None] | None] = field(default_factory=dict)  # None: rank unknown
     ranges: dict[str, SymbolRange] = field(default_factory=dict)
+    # Reshape choices revised by the analysis, keyed by the Reshape's output (node names are temporary)
+    choices: dict[tuple[str, int], Binding] = field(default_factory=dict)
 
 
 def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> dict[str, list[Vals]]:
@@ -85,9 +87,14 @@ def _prune(graph: onnx.GraphProto) -> int:
 
 
 def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
-                    multiples: dict[str, int] | None = None) -> Analysis:
+                    multiples: dict[str, int] | None = None,
+                    choices: dict[tuple[str, int], Binding] | None = None) -> Analysis:
+    """Analyse ``model`` for the requested axes; ``choices`` seeds Reshape choices by output name."""
     symbols = make_symbols(statics, multiples)
-    return analyse(model, _input_dims(model, specs, symbols), symbols)
+    by_output = {n.output[0]: n.name for n in model.graph.node if n.output}
+    seed = {Origin("choice", by_output[out], 1, pos): b for (out, pos), b in (choices or {}).items()
+            if out in by_output}
+    return analyse(model, _input_dims(model, specs, symbols), symbols, seed)
 
 
 def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
@@ -122,8 +129,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources), specs)
         raise RefusedError(_refusal(an.conflicts, specs))
-    result = Rewritten(model, symbols)
     nodes = {n.name: n for n in graph.node}
+    result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
+                                                if o.kind == "choice"})
 
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]

@@ -42,7 +42,10 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
             carried[gk[0]] = in_shape[gi[0]]
         if len(gi) > 1 or len(gk) > 1:
             chosen.update(gk)
-        solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk])
+        rest = next((j for j, k in enumerate(gk) if entries[k].s0 == -1), None)
+        solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk], rest)
+        if solved is None and _unchoose(ctx, [in_shape[i] for i in gi]):
+            return None  # decided again on the next pass
         if solved is None:
             ctx.conflict(f"cannot tell how {ctx.name(prod([in_shape[i].vals for i in gi]))} splits into "
                          f"{[static_out[k] for k in gk]}")
@@ -79,6 +82,18 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
                      f"{[ctx.name(d.vals) for d in in_shape]}")
         return None
     return dims
+
+
+def _unchoose(ctx: Ctx, dims: list[Dim]) -> bool:
+    """A group that cannot split an input dim an upstream Reshape chose to make symbolic: that choice was
+    wrong (a literal that equals a symbol's size, ``[-1, 16]`` with 16 hidden units at seq 16), so the dim
+    is bound static and the upstream Reshape gives the symbols to its other outputs."""
+    chosen = [d for d in dims if not d.static and d.origin is not None and d.origin.kind == "choice"
+              and d.origin not in ctx.bindings and d.origin not in ctx.new_bindings]
+    if len(chosen) != 1:
+        return False
+    ctx.bind(chosen[0].origin, const(chosen[0].s0))
+    return True
 
 
 def with_parts(in_shape: list[Dim], out: list[Dim]) -> list[Dim]:
@@ -126,6 +141,7 @@ def _groups(in_shape: list[Dim], out: list[int],
     def gap(idx: int, non1: list[int]) -> int:
         return sum(1 for j in non1 if j < idx)
 
+    n_main = len(groups)
     sym_ones = [i for i, d in enumerate(in_shape) if d.s0 == 1 and not d.static]
     out_ones = [k for k, v in enumerate(out) if v == 1]
     used: set[int] = set()
@@ -140,12 +156,17 @@ def _groups(in_shape: list[Dim], out: list[int],
             gi.append(i)
         else:
             return None
-    for k in out_ones:  # a spare output 1 may carry a symbol of the next group, else of the previous one
-        if k in used or not groups:
+    # A spare output 1 may carry a symbol of the next group (``[1, -1, 8]``: batch), else of the previous one
+    # when that group has a single output (seq-first ``[seq*batch] -> [seq, 1]``); a 1 after a split such as
+    # ``[-1, 5, 1]`` is a unit axis.
+    main = groups[:n_main]  # the groups of non-1 dims, in order (not those pairing a symbol's 1 with a 1)
+    for k in out_ones:
+        if k in used:
             continue
-        g = gap(k, non1_out)
-        for cand in (min(g, len(groups) - 1), g - 1):
-            if cand >= 0 and splittable(prod([in_shape[i].vals for i in groups[cand][0]])):
+        after = [j for j, (_, gk) in enumerate(main) if min(gk) > k]
+        before = [j for j, (_, gk) in enumerate(main) if max(gk) < k and len(gk) == 1]
+        for cand in after[:1] + before[-1:]:
+            if splittable(prod([in_shape[i].vals for i in groups[cand][0]])):
                 groups[cand][1].append(k)
                 break
     return [(sorted(gi), sorted(gk)) for gi, gk in groups]
@@ -174,7 +195,10 @@ def _split_known(ctx: Ctx, total: Vals, outs: list[int]) -> list[Vals] | None:
     return list(unique.pop()) if len(unique) == 1 else None
 
 
-def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int]) -> list[Vals] | None:
+def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = None) -> list[Vals] | None:
+    """Assign the symbol factors of the group's product to its outputs. Preferred, in order: outputs whose
+    size is exactly their symbols' (``1`` for a batch of 1), symbols in the ``-1`` output ``rest`` (what the
+    target leaves to the element count), symbols spread over outputs, symbols kept in order."""
     total = prod(ins)
     if len(outs) == 1:
         return [total]
@@ -207,7 +231,8 @@ def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int]) -> list[Vals] | Non
         spread = len(set(assign))
         monotone = all(order[atoms[j]] <= order[atoms[j + 1]] or assign[j] <= assign[j + 1]
                        for j in range(len(atoms) - 1))
-        score = (exact, spread, monotone)
+        in_rest = sum(1 for a in assign if a == rest)
+        score = (exact, in_rest, spread, monotone)
         if best_score is None or score > best_score:
             best, best_score = vals, score
     return best
