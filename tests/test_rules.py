@@ -158,9 +158,11 @@ def test_baked_split_sizes_on_a_symbolic_axis_are_refused():
         dynify(m, ["x:1=seq"])
 
 
-def test_folded_batch_arange_in_a_flattened_mask_index(rng):
+@pytest.mark.parametrize("axes", [["mask:0=batch", "mask:1=seq"], ["mask:0=batch"]], ids=["batch-seq", "batch"])
+def test_folded_batch_arange_in_a_flattened_mask_index(rng, axes):
     """The SDPA mask helper: index = arange(seq) + [[[[0]]]] * seq into Flatten(mask) of batch*seq.
-    At batch 1 the batch arange folds to a zero; each sample must still read its own row."""
+    At batch 1 the batch arange folds to a zero; each sample must still read its own row, also when seq
+    stays static (the row length is then the same at every size, but still read at run time)."""
     m = make_model([helper.make_node("Flatten", ["mask"], ["flat"], axis=2),
                     helper.make_node("Shape", ["mask"], ["shape"]),
                     helper.make_node("Gather", ["shape", "one"], ["seq"]),
@@ -172,9 +174,9 @@ def test_folded_batch_arange_in_a_flattened_mask_index(rng):
                    [tensor("mask", [1, 16], TensorProto.INT64)], [tensor("y", [1, 1, 1, 16], TensorProto.INT64)],
                    {"one": np.array([1], np.int64), "zero": np.zeros((1, 1, 1, 1), np.int64),
                     "cols": np.arange(16, dtype=np.int64).reshape(1, 1, 1, 16)})
-    res = dynify(m, ["mask:0=batch", "mask:1=seq"])
+    res = dynify(m, axes)
     assert any(r["rule"] == "arange" for r in res.rewrites)
-    mask = rng.integers(0, 2, (3, 5)).astype(np.int64)
+    mask = rng.integers(0, 2, (3, 5 if len(axes) == 2 else 16)).astype(np.int64)
     np.testing.assert_array_equal(run(res.model, {"mask": mask})[0], mask[:, None, None, :])
 
 
@@ -406,3 +408,25 @@ def test_a_trailing_unit_axis_after_a_split_takes_no_symbol(rng):
     x = rng.standard_normal((3, 5, 10)).astype(np.float32)
     v = x.reshape(-1, 5)
     np.testing.assert_allclose(run(res.model, {"x": x})[0], (v * v).sum(-1).reshape(3, 5, 2), rtol=1e-5)
+
+
+def test_a_guess_that_puts_batch_where_a_static_dim_belongs_is_undone(rng):
+    """Seq-first attention at batch 1 with seq static: the mask ``[b, 4, 1, 16] -> [4, 1, 16]`` (batch*heads,
+    1, keys) is first guessed as ``[4, b, 16]``; added to scores ``[4*b, 16, 16]`` the guessed batch meets
+    the static query length, so the guess is undone and batch joins the heads."""
+    m = make_model([helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+                    helper.make_node("Reshape", ["xt", "t1"], ["q"]),
+                    helper.make_node("Transpose", ["q"], ["qt"], perm=[1, 0, 2]),
+                    helper.make_node("Transpose", ["qt"], ["kt"], perm=[0, 2, 1]),
+                    helper.make_node("MatMul", ["qt", "kt"], ["s"]),
+                    helper.make_node("Reshape", ["mask", "t2"], ["mr"]),
+                    helper.make_node("Add", ["s", "mr"], ["y"])],
+                   [tensor("x", [1, 16, 8]), tensor("mask", [1, 4, 1, 16])], [tensor("y", [4, 16, 16])],
+                   {"t1": np.array([16, 4, 2], np.int64), "t2": np.array([4, 1, 16], np.int64)})
+    res = dynify(m, ["x:0=batch", "mask:0=batch"])
+    assert res.outputs["y"] == ["4*batch", 16, 16]
+    x = rng.standard_normal((3, 16, 8)).astype(np.float32)
+    mask = rng.standard_normal((3, 4, 1, 16)).astype(np.float32)
+    q = x.transpose(1, 0, 2).reshape(16, 12, 2).transpose(1, 0, 2)
+    want = q @ q.transpose(0, 2, 1) + mask.reshape(12, 1, 16)
+    np.testing.assert_allclose(run(res.model, {"x": x, "mask": mask})[0], want, rtol=1e-5, atol=1e-5)

@@ -146,6 +146,11 @@ class Ctx:
                 if x.static and x.origin is not None and not y.static:
                     self.bind(x.origin, y.vals)
                     return y
+        for x, y in ((a, b), (b, a)):  # a Reshape's guess put a symbol where a static dim belongs: undo it
+            if (y.static and not x.static and x.origin is not None and x.origin.kind == "choice"
+                    and x.origin not in self.bindings and x.origin not in self.new_bindings):
+                self.bind(x.origin, const(x.s0))
+                return y
         self.conflict(f"dim {self.describe_dim(a)} must equal {self.describe_dim(b)}")
         return b if a.static else a
 

@@ -55,7 +55,7 @@ def offset_bindings(ctx: Ctx, consts: dict[str, tuple[Lazy, int]]) -> dict[Origi
             continue
         for d in idx.shape[1:]:
             for sym in ctx.symbols.values():
-                if (not d.static and sym.static == 1
+                if (not (d.static and d.s0 == 1) and sym.static == 1
                         and axis_dim == tuple(a * b for a, b in zip(sym.vals, d.vals, strict=True))):
                     out[lead.origin] = Binding(sym.vals, node.name, "row-offset", d.vals)
     return out
@@ -119,7 +119,7 @@ def _offset_terms(ctx: Ctx, name: str, consts) -> list[tuple[str, Vals]]:
         a, b = prod_node.input
         for c, other in ((a, b), (b, a)):
             info = ctx.info(other)
-            if (c in consts and info is not None and info.value is not None and len(info.value) == 1
-                    and not all(v == info.value[0][0] for v in info.value[0])):
+            if (c in consts and other not in consts and info is not None and info.value is not None
+                    and len(info.value) == 1):  # a length read at run time (static when only batch moves)
                 return [(c, info.value[0])]
     return []

@@ -74,6 +74,8 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
                 v = tuple(t // r for r, t in zip(rest, total, strict=True))
                 if v[0] == static_out[k] and v != dims[k].vals:
                     fits.append((k, v))
+        if len(fits) > 1:  # several could: the one whose group the revised choice split
+            fits = [(k, v) for k, v in fits if k in chosen]
         if len(fits) == 1:
             k, v = fits[0]
             dims[k] = Dim(v, Origin("choice", node.name, 1, k))
