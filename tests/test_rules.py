@@ -352,28 +352,29 @@ def test_reshape_target_from_folded_float_arithmetic(rng):
 
 
 def _grid_model(h: int, w: int, table: np.ndarray, k: np.ndarray) -> onnx.ModelProto:
-    """Patchify (stride-4 conv), flatten the grid, add a position table resized to the grid: the
+    """Patchify (stride-8 conv), flatten the grid, add a position table resized to the grid: the
     interpolated position embeddings of DINOv2-style ViTs, exported at an image of ``h`` x ``w``."""
-    return make_model([helper.make_node("Conv", ["x", "k"], ["c"], strides=[4, 4]),
+    return make_model([helper.make_node("Conv", ["x", "k"], ["c"], strides=[8, 8]),
                        helper.make_node("Reshape", ["c", "flat"], ["f"]),
                        helper.make_node("Shape", ["table"], ["ts"], end=2),
                        helper.make_node("Concat", ["ts", "grid"], ["sizes"], axis=0),
                        helper.make_node("Resize", ["table", "", "", "sizes"], ["r"], mode="linear"),
                        helper.make_node("Reshape", ["r", "flat"], ["rf"]),
                        helper.make_node("Add", ["f", "rf"], ["y"])],
-                      [tensor("x", [1, 2, h, w])], [tensor("y", [1, 2, h * w // 16])],
+                      [tensor("x", [1, 2, h, w])], [tensor("y", [1, 2, h * w // 64])],
                       {"k": k, "table": table, "flat": np.array([1, 2, -1], np.int64),
-                       "grid": np.array([h // 4, w // 4], np.int64)})
+                       "grid": np.array([h // 8, w // 8], np.int64)})
 
 
 def test_resized_position_grid_follows_the_patch_grid(rng):
     """The baked resize size [2, 2] meets the patch grid only through flatten and Add; matching the
-    flattened pieces in order binds it to (height/4, width/4). Checked against a static export at 12 x 20."""
+    flattened pieces in order binds it to (height/8, width/8), which stay apart at every sample point
+    although the export is square. Checked against a static export at 24 x 40."""
     table = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
-    k = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
-    res = dynify(_grid_model(8, 8, table, k), ["x:2=height", "x:3=width"])
-    x = rng.standard_normal((1, 2, 12, 20)).astype(np.float32)
-    want = run(_grid_model(12, 20, table, k), {"x": x})[0]
+    k = rng.standard_normal((2, 2, 8, 8)).astype(np.float32)
+    res = dynify(_grid_model(16, 16, table, k), ["x:2=height", "x:3=width"])
+    x = rng.standard_normal((1, 2, 24, 40)).astype(np.float32)
+    want = run(_grid_model(24, 40, table, k), {"x": x})[0]
     np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
 
 

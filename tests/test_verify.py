@@ -111,3 +111,16 @@ def test_padding_oracle_is_not_claimed_when_the_original_depends_on_padding(rng)
     res = dynify(m, ["ids:0=batch", "ids:1=seq", "mask:0=batch", "mask:1=seq"], shapes={"seq": [7, 11]})
     shorter = [c for c in res.report.checks if c.shape["seq"] < 16]
     assert shorter and all(c.status == "unverified" and "padded content" in c.note for c in shorter)
+
+
+@pytest.mark.parametrize("axes", [["x:0=batch", "x:1=seq"], ["x:1=seq"]], ids=["batch-seq", "seq"])
+def test_a_folded_length_scalar_is_never_passed_on_per_sample_evidence(axes):
+    """``h * x.size(1) ** -0.5`` folded to 0.25 at seq 16: per-token outputs look like independent samples
+    along seq, but the per-sample oracle runs the original at 16 and cannot see the folded length. Only a
+    --reference settles it (here: it shows the model wrong), so without one verification fails."""
+    model = FIXTURES / "mean_pool_scale" / "s0_batch1_seq16.onnx"
+    res = dynify(model, axes)
+    assert not res.verified
+    assert any(c.oracle == "scalar" and "folded size" in c.note for c in res.report.checks)
+    res = dynify(model, axes, references=[str(FIXTURES / "mean_pool_scale" / "ref_batch1_seq7.onnx")])
+    assert any(c.oracle == "reference" and c.status == "failed" for c in res.report.checks)

@@ -94,7 +94,8 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
         v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges)
         plan = check_shapes(done.ranges, v.roles, shapes)
         result.report = v.run(plan, list(opt_levels), list(references), progress)
-        result.report.checks += size_like_scalars(done.model, statics, result.report)
+        axis0 = {s.symbol for s in specs if s.axis == 0}
+        result.report.checks += size_like_scalars(done.model, statics, result.report, axis0)
     return result
 
 

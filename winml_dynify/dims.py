@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 Vals = tuple[int, ...]
 
 # Sample point k (k >= 1) gives a symbol of static value v the value v * _MUL[k-1] + offset, where
-# offsets differ per symbol: products, coincidences and strides stay distinguishable.
+# offsets differ per symbol: products, coincidences and strides stay distinguishable. At the last point
+# they lie 71 apart, so two symbols of equal size stay apart after a stride of up to 64 (height/8 and
+# width/8 of a square export).
 _MUL = (2, 3, 5)
-_OFFSETS = ((1, 2, 2), (3, 4, 6), (5, 8, 12), (7, 10, 14), (9, 14, 18), (11, 16, 22))
+_OFFSETS = ((1, 2, 2), (3, 4, 73), (5, 8, 144), (7, 10, 215), (9, 14, 286), (11, 16, 357))
 
 
 @dataclass(frozen=True)

@@ -491,12 +491,16 @@ class Verifier:
         return self._compare("reference", values, level, got, dict(zip(self.out_names, truth, strict=True)), t0)
 
 
-def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: VerifyReport) -> list[Check]:
+def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: VerifyReport,
+                      batches: set[str] = frozenset()) -> list[Check]:
     """Scalars left in the rewritten graph that look like a folded size (``s``, ``1/s``, ``s**-0.5``,
     ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, for a symbol that no oracle checked
     at another size: each is a failed check, since a folded ``x.size(1) ** -0.5`` would be silently wrong
-    there while a hyperparameter of that value would be right. A ``--reference`` settles it."""
-    checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items() if v != statics.get(s)}
+    there while a hyperparameter of that value would be right. A ``--reference`` settles it. The
+    per-sample oracle counts only for ``batches`` (axis-0 symbols): it runs the original at its own size,
+    so on any other axis it cannot see a folded length."""
+    checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items()
+               if v != statics.get(s) and (c.oracle != "per-sample" or s in batches)}
     arithmetic = {"Mul", "Div", "Pow", "Sqrt", "Add", "Sub"}
     users: dict[str, set[str]] = {}
     for n in model.graph.node:
