@@ -75,10 +75,7 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-KNOWN_SUBSET_REFUSED = {
-    ("swin_hw", True),  # shifted windows: the folded attention mask's window count follows height/width
-    *((name, False) for name in KNOWN_REFUSED),
-}
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,
