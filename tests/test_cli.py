@@ -102,6 +102,17 @@ def test_refusal_exits_3_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_refusal_names_inputs_left_static_at_the_same_size(tmp_path):
+    """seq on input_ids alone: the mask and token types stay 16 and the model adds them up; the refusal
+    says which flags would tie them."""
+    p = cli(BERT, "--axis", "input_ids:1=seq", "-o", tmp_path / "o.onnx")
+    assert p.returncode == 3
+    assert "--axis attention_mask:1=seq --axis token_type_ids:1=seq" in p.stderr
+    p = cli(BERT, "--axis", "input_ids:1=seq", "--axis", "attention_mask:1=seq", "--axis", "token_type_ids:1=seq",
+            "-o", tmp_path / "o.onnx", "--no-check")
+    assert p.returncode == 0, p.stderr
+
+
 def test_axes_json_matches_axis_flags(tmp_path):
     spec = tmp_path / "axes.json"
     spec.write_text(json.dumps({"dynamic_axes": {n: {"0": "batch", "1": "seq"}

@@ -128,7 +128,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     rz = Realizer(symbols, sources, an.dim_sources)
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources), specs)
-        raise RefusedError(_refusal(an.conflicts, specs))
+        raise RefusedError(_refusal(an.conflicts, specs, model.graph))
     nodes = {n.name: n for n in graph.node}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
@@ -172,7 +172,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
             regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok)
         except RefusedError as e:
-            raise RefusedError(f"{e}{_hint(specs)}") from None
+            raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
         for n, k in users:
             n.input[k] = regen.tensor
@@ -287,13 +287,28 @@ def _original_name(name: str) -> str:
     return "" if base == "node" else base
 
 
-def _refusal(conflicts: list[str], specs: list[AxisSpec]) -> str:
+def _refusal(conflicts: list[str], specs: list[AxisSpec], graph: onnx.GraphProto) -> str:
     head = conflicts[0]
     more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs)}"
+    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs, graph)}"
 
 
-def _hint(specs: list[AxisSpec]) -> str:
+def _hint(specs: list[AxisSpec], graph: onnx.GraphProto) -> str:
+    """Inputs left static at the same axis and size as a requested one (usually what the model ties to
+    it: an attention mask), else the request without its non-batch symbols."""
+    chosen = {(s.input, s.axis) for s in specs}
+    inits = {t.name for t in graph.initializer}
+    untied = []
+    for s in specs:
+        size = next(vi.type.tensor_type.shape.dim[s.axis].dim_value for vi in graph.input if vi.name == s.input)
+        for vi in graph.input:
+            dims = vi.type.tensor_type.shape.dim
+            if (vi.name not in inits and (vi.name, s.axis) not in chosen and s.axis < len(dims)
+                    and dims[s.axis].dim_value == size and size > 1):
+                untied.append(f"--axis {vi.name}:{s.axis}={s.symbol}")
+                chosen.add((vi.name, s.axis))
+    if untied:
+        return f"; inputs of the same size were left static, try also {' '.join(untied)}"
     axis0 = sorted({s.symbol for s in specs if s.axis == 0})
     others = sorted({s.symbol for s in specs} - set(axis0))
     if axis0 and others:
@@ -319,7 +334,7 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
             prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
             regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok)
         except RefusedError as e:
-            raise RefusedError(f"{e}{_hint(specs)}") from None
+            raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
 
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],
