@@ -150,8 +150,9 @@ def _unary(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
         vals = [np.asarray(fn(x.value_at(p))) for p in range(N_POINTS)]
         if node.op_type == "Cast" and dtype == onnx.TensorProto.BOOL:
             vals = [(v != 0).astype(np.int64) for v in vals]
-        elif value_dtype(dtype) is np.int64:
-            vals = [np.trunc(v).astype(np.int64) for v in vals]  # float to integer casts truncate
+        elif value_dtype(dtype) is np.int64:  # float to integer casts truncate; huge values are not sizes
+            vals = (None if any(np.abs(v.astype(np.float64)).max(initial=0) >= 2.0**62 for v in vals)
+                    else [np.trunc(v).astype(np.int64) for v in vals])
     keep = x.origins if node.op_type in ("Identity", "Cast", "CastLike") else None
     return [_with_value(x.shape, vals, dtype, keep)]
 
