@@ -89,7 +89,9 @@ def _affine(arr: np.ndarray, kinds: dict[int, str]) -> tuple[np.ndarray, dict[in
             slope = second - base
         slopes[a] = slope
         rebuilt = rebuilt + slope * np.arange(n).reshape([n if k == a else 1 for k in range(arr.ndim)])
-    return (base, slopes) if _close(arr, rebuilt.astype(arr.dtype)) else None
+    with np.errstate(over="ignore", invalid="ignore"):  # a mask of float min is no arange: it fails _close
+        fits = _close(arr, rebuilt.astype(arr.dtype))
+    return (base, slopes) if fits else None
 
 
 def _table_prefix(name: str, arr: np.ndarray, axis: int, tables: dict[str, Lazy]):
