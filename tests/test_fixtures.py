@@ -25,7 +25,6 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
-    "winml_clip_text",  # the pooled-token Gather lost its arange(batch) offset: verification refuses
 }
 
 
@@ -76,7 +75,7 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED} | {("winml_clip_text", True)}
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,

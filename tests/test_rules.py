@@ -431,3 +431,17 @@ def test_a_guess_that_puts_batch_where_a_static_dim_belongs_is_undone(rng):
     q = x.transpose(1, 0, 2).reshape(16, 12, 2).transpose(1, 0, 2)
     want = q @ q.transpose(0, 2, 1) + mask.reshape(12, 1, 16)
     np.testing.assert_allclose(run(res.model, {"x": x, "mask": mask})[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_argmax_rows_into_a_flattened_batch_get_their_offset_back(rng):
+    """``hidden[arange(batch), ids.argmax(-1)]`` with the zero offset optimised away at batch 1: each
+    sample must read its own row of the flattened ``batch * seq`` axis."""
+    m = make_model([helper.make_node("ArgMax", ["ids"], ["am"], axis=-1, keepdims=0),
+                    helper.make_node("Flatten", ["x"], ["flat"], axis=2),
+                    helper.make_node("Gather", ["flat", "am"], ["y"], axis=0)],
+                   [tensor("ids", [1, 16], TensorProto.INT64), tensor("x", [1, 16, 8])], [tensor("y", [1, 8])])
+    res = dynify(m, ["ids:0=batch", "ids:1=seq", "x:0=batch", "x:1=seq"], verify=False)
+    assert [r["rule"] for r in res.rewrites] == ["row-index"]
+    ids = rng.integers(0, 50, (3, 5)).astype(np.int64)
+    x = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"ids": ids, "x": x})[0], x[np.arange(3), ids.argmax(-1)])

@@ -12,7 +12,7 @@ from .analysis import Analysis, Binding, analyse, constants
 from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor
+from .rules import divisor, row_index
 from .rules.constants import regenerate
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -154,6 +154,12 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         node.input[k] = divisor.realize(count, mode, dtype, rz)
         result.rewrites.append({"rule": "mean-divisor", "target": node_name,
                                 "detail": f"divides by {describe(count, symbols)} at run time"})
+
+    for node, sym, row in row_index.find(an, graph):
+        rz.tags = list(node.metadata_props)
+        node.input[1] = row_index.realize(node.input[1], an.infos[node.input[1]].dtype, symbols[sym].vals, row, rz)
+        result.rewrites.append({"rule": "row-index", "target": node.name,
+                                "detail": f"adds arange({sym}) * {describe(row, symbols)} to its row index"})
 
     bound = _bound_constants(an)
     consts = constants(graph)
