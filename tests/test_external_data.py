@@ -77,12 +77,16 @@ def test_no_check_rewrite_keeps_weights_external_and_gives_the_output_its_own_da
     np.testing.assert_allclose(_run_file(out, x), _run_file(ref, x), rtol=1e-5, atol=1e-4)
 
 
-def test_verified_rewrite_of_an_external_model_reads_its_weights(tmp_path):
+def test_verification_runs_an_external_model_from_its_data_folder(tmp_path):
     _save_external(_model(2), tmp_path / "m.onnx", True)
     out = tmp_path / "d.onnx"
     p = _cli(tmp_path / "m.onnx", "--axis", "x:0=batch", "-o", out, "--check-shapes", "batch=1,3")
     assert p.exit_code == 0, p.output
-    assert (tmp_path / "d.onnx.data").is_file()
+    assert " 0 failed" in p.output and "passed" in p.output
+    x = np.random.default_rng(2).standard_normal((1, WIDTH)).astype(np.float32)
+    ref = tmp_path / "ref.onnx"
+    onnx.save(_model(1), str(ref))
+    np.testing.assert_allclose(_run_file(out, x), _run_file(ref, x), rtol=1e-5, atol=1e-4)
 
 
 def test_read_without_weights_inlines_only_small_tensors(tmp_path):

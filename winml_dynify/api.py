@@ -77,11 +77,11 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     """
     with io.external_dir(data_dir):
         return _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
-                       expect_outputs, inplace)
+                       expect_outputs, inplace, data_dir)
 
 
 def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
-            expect_outputs, inplace) -> DynifyResult:
+            expect_outputs, inplace, data_dir) -> DynifyResult:
     owned = inplace or not isinstance(model, onnx.ModelProto)
     original = model if isinstance(model, onnx.ModelProto) else io.load(model)
     selections = select(original, list(presets))
@@ -105,7 +105,8 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
         unknown = [s for s in (shapes or {}) if s not in statics]
         if unknown:
             raise UsageError(f"--check-shapes names unknown symbols {unknown}; symbols are {list(statics)}")
-        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges)
+        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges,
+                     None if data_dir is None else str(data_dir))
         plan = check_shapes(done.ranges, v.roles, shapes)
         result.report = v.run(plan, list(opt_levels), list(references), progress)
         axis0 = {s.symbol for s in specs if s.axis == 0}

@@ -150,7 +150,7 @@ def main_command(
         if target is Target.qnn:
             raise _qnn_refusal(list(axis or []), wanted)
         requests: list = list(axis or [])
-        loaded, external = io.read(model, weights=not (no_check or plan))  # verification runs it from memory
+        loaded, external = io.read(model, weights=False)
         declared = []
         if axes_json is not None:
             from_json, declared = dynamic_axes_from_json(axes_json, loaded)

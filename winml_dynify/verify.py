@@ -197,8 +197,12 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
     return out
 
 
-def _session(model_bytes: bytes, level: str, provider: str) -> ort.InferenceSession:
+def _session(model_bytes: bytes, level: str, provider: str, data_dir: str | None = None) -> ort.InferenceSession:
+    """``data_dir``: the folder external data locations are relative to (the model's, for a model read
+    without its weights)."""
     so = ort.SessionOptions()
+    if data_dir is not None:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", data_dir)
     so.graph_optimization_level = OPT_LEVELS[level]
     so.log_severity_level = 4
     return ort.InferenceSession(model_bytes, so, providers=[provider])
@@ -223,7 +227,8 @@ class Verifier:
 
     def __init__(self, original: onnx.ModelProto, rewritten: onnx.ModelProto, specs: list[AxisSpec],
                  outputs: dict[str, list[int | str | None]], provider: str = "CPUExecutionProvider", seed: int = 0,
-                 ranges: dict[str, SymbolRange] | None = None):
+                 ranges: dict[str, SymbolRange] | None = None, data_dir: str | None = None):
+        self.data_dir = data_dir
         self.orig_bytes = original.SerializeToString()
         self.new_bytes = rewritten.SerializeToString()
         self.inputs = _inputs(original, specs)
@@ -308,7 +313,7 @@ class Verifier:
         key = (which, level)
         if key not in self._sessions:
             self._sessions[key] = _session(self.orig_bytes if which == "original" else self.new_bytes, level,
-                                           self.provider)
+                                           self.provider, self.data_dir)
         return self._sessions[key]
 
     def run(self, shapes: list[dict[str, int]], levels: list[str], references: list[str],
