@@ -13,7 +13,9 @@ decoder with external data), the 100k- and 1M-node graphs, and BERT-base's verif
 exports need torch and transformers: the interpreter of ``BENCH_TORCH_PYTHON`` (default
 ``.venv-fixtures/bin/python``, the ``make fixtures`` venv); without one these parts are skipped, and said.
 
-    python bench/bench.py [--full] [--cases bert_tiny,gpt2] [--runs 200]      (make bench)
+    python bench/bench.py [--full] [--cases bert_tiny,gpt2] [--real bert_base] [--graphs 10000] [--runs 200]
+    make bench                  (fast)
+    BENCH_FULL=1 make bench     (full)
 """
 
 from __future__ import annotations
@@ -237,32 +239,13 @@ def print_synthetic(rows: list[dict]) -> None:
             print(f"| {r['nodes']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_mb']:.0f} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--full", action="store_true", default=os.environ.get("BENCH_FULL") == "1")
-    ap.add_argument("--cases", default=",".join(TINY))
-    ap.add_argument("--runs", type=int, default=200)
-    args = ap.parse_args()
-    print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, {os.cpu_count()} cores, one intra-op thread, "
-          f"{'full' if args.full else 'fast'} mode\n")
-    rows, nodes = tiny_latency(args.cases.split(","), args.runs)
-    print("## Latency, tiny fixtures\n")
-    print_latency(rows)
-    print("\n## Nodes after ORT_ENABLE_ALL, tiny fixtures (exported shape)\n")
-    print_nodes(nodes)
-    print("\n## Cost on generated graphs (winml-dynify --no-check, one symbol)\n")
-    print_synthetic(synthetic_rows([10_000] + ([100_000, 1_000_000] if args.full else []), timeout=900))
-    if not args.full:
-        print("\nreal-size models: skipped in fast mode (--full or BENCH_FULL=1)")
-        return
-    cases = real_models(big=True)
-    if isinstance(cases, str):
-        print(f"\nreal-size models: {cases}")
-        return
-    print("\n## Latency, real-size random-weight models\n")
+def real_size(cases: list[dict], names: set[str]) -> None:
+    """Latency, nodes and rewrite cost of the exported real-size models (``names``: all when empty)."""
     real_rows, real_nodes, costs = [], [], []
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         for case in cases:
+            if names and case["name"] not in names:
+                continue
             model = CACHE / case["model"]
             if "reexport" not in case:  # the big external-data model: cost only
                 costs += cost_rows(case["name"], model, case["axes"], external=True)
@@ -278,11 +261,45 @@ def main() -> None:
                 costs += cost_rows("bert_base", model, case["axes"])
                 costs.append({"model": "bert_base", "mode": "verify", **probe("verify", str(model), str(out),
                                                                                 *case["axes"])})
-    print_latency(real_rows)
-    print("\n## Nodes after ORT_ENABLE_ALL, real-size models (exported shape)\n")
-    print_nodes(real_nodes)
-    print("\n## Rewrite cost against load+save (each in its own process, median of 3)\n")
-    print_cost(costs)
+    if real_rows:
+        print("\n## Latency, real-size random-weight models (median of 10 interleaved runs)\n")
+        print_latency(real_rows)
+        print("\n## Nodes after ORT_ENABLE_ALL, real-size models (exported shape)\n")
+        print_nodes(real_nodes)
+    if costs:
+        print("\n## Rewrite cost against load+save (each in its own process, median of 3)\n")
+        print_cost(costs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", default=os.environ.get("BENCH_FULL") == "1")
+    ap.add_argument("--cases", default=",".join(TINY), help="tiny fixtures to time ('' for none)")
+    ap.add_argument("--real", default="", help="with --full: only these real-size models (comma-separated)")
+    ap.add_argument("--graphs", default="", help="node counts of the generated graphs (default 10k; "
+                    "with --full 10k, 100k, 1M)")
+    ap.add_argument("--runs", type=int, default=200)
+    args = ap.parse_args()
+    print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, {os.cpu_count()} cores, one intra-op thread, "
+          f"{'full' if args.full else 'fast'} mode")
+    if args.cases:
+        rows, nodes = tiny_latency(args.cases.split(","), args.runs)
+        print("\n## Latency, tiny fixtures\n")
+        print_latency(rows)
+        print("\n## Nodes after ORT_ENABLE_ALL, tiny fixtures (exported shape)\n")
+        print_nodes(nodes)
+    sizes = [int(n) for n in args.graphs.split(",") if n] or ([10_000, 100_000, 1_000_000] if args.full else [10_000])
+    if sizes != [0]:
+        print("\n## Cost on generated graphs (winml-dynify --no-check, one symbol)\n")
+        print_synthetic(synthetic_rows(sizes, timeout=1800))
+    if not args.full:
+        print("\nreal-size models: skipped in fast mode (--full or BENCH_FULL=1)")
+        return
+    cases = real_models(big=True)
+    if isinstance(cases, str):
+        print(f"\nreal-size models: {cases}")
+        return
+    real_size(cases, set(filter(None, args.real.split(","))))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One measured run in a fresh process; prints {"wall_s", "cpu_s", "rss_mb"} as JSON (the peak RSS is the
 whole process's, imports included; the times cover the work only).
 
-    python bench/cost_probe.py loadsave  MODEL OUT           onnx.load + onnx.save (weights included)
+    python bench/cost_probe.py loadsave  MODEL OUT           onnx.load + onnx.save (weights included; written
+                                                             as one external data file if they were external)
     python bench/cost_probe.py graphonly MODEL OUT           onnx.load(load_external_data=False) + onnx.save
     python bench/cost_probe.py dynify    MODEL OUT AXIS...   winml-dynify MODEL --axis AXIS... -o OUT --no-check
     python bench/cost_probe.py verify    MODEL OUT AXIS...   the same with verification
@@ -10,6 +11,7 @@ whole process's, imports included; the times cover the work only).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -26,7 +28,12 @@ def main() -> None:
         sys.argv += ["--no-check"] if mode == "dynify" else []
     t0, c0 = time.perf_counter(), time.process_time()
     if mode in ("loadsave", "graphonly"):
-        onnx.save(onnx.load(model, load_external_data=mode == "loadsave"), out)
+        m = onnx.load(model, load_external_data=False)
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+        if mode == "loadsave" and external:
+            onnx.load_external_data_for_model(m, os.path.dirname(os.path.abspath(model)))
+        onnx.save(m, out, save_as_external_data=mode == "loadsave" and external,
+                  location=os.path.basename(out) + ".data")
     else:
         try:
             cli()
