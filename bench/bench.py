@@ -8,8 +8,9 @@
 
 Fast mode (the default, a few minutes): tiny fixtures and a 10k-node graph. ``--full`` (or
 ``BENCH_FULL=1``) adds real-size random-weight models exported by ``bench/real_models.py`` (BERT-base,
-GPT-2 small, a Llama-shaped decoder, T5-small encoder, ViT-base, Swin-tiny, and a 2.7 GB Llama-shaped
-decoder with external data), the 100k- and 1M-node graphs, and BERT-base's verification time. The
+GPT-2 small, a Llama-shaped decoder, T5-small encoder, ViT-base, Swin-tiny), a 2.7 GB Llama-shaped
+decoder with external data generated without torch (``synthetic.llama_external``), the 100k- and
+1M-node graphs, and BERT-base's verification time. The
 exports need torch and transformers: the interpreter of ``BENCH_TORCH_PYTHON`` (default
 ``.venv-fixtures/bin/python``, the ``make fixtures`` venv); without one these parts are skipped, and said.
 
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "fixtures"))
 sys.path.insert(0, str(ROOT / "bench"))
 from make_inputs import input_seed, make_inputs  # noqa: E402
-from synthetic import chain_model  # noqa: E402
+from synthetic import chain_model, llama_external  # noqa: E402
 
 from winml_dynify import dynify  # noqa: E402
 
@@ -138,13 +139,13 @@ def probe(*args: str, timeout: float | None = None) -> dict:
 
 
 def cost_rows(label: str, model: Path, axes: list[str], external: bool = False) -> list[dict]:
-    """load+save (or graph-only load+save) against the CLI's --no-check rewrite, each in its own process,
-    median of three."""
+    """load+save (and for external data also the graph-only load+save) against the CLI's --no-check
+    rewrite, each in its own process, median of three (one run each for external data: minutes per run)."""
     rows = []
     modes = ["loadsave", "graphonly", "dynify"] if external else ["loadsave", "dynify"]
     with tempfile.TemporaryDirectory(dir=model.parent) as tmp:
         for mode in modes:
-            trials = [probe(mode, str(model), f"{tmp}/{mode}.onnx", *axes) for _ in range(3)]
+            trials = [probe(mode, str(model), f"{tmp}/{mode}.onnx", *axes) for _ in range(1 if external else 3)]
             good = [t for t in trials if "error" not in t]
             if not good:
                 rows.append({"model": label, "mode": mode, "error": trials[0]["error"]})
@@ -295,7 +296,10 @@ def main() -> None:
     if not args.full:
         print("\nreal-size models: skipped in fast mode (--full or BENCH_FULL=1)")
         return
-    cases = real_models(big=True)
+    print("\n## A 2.7 GB Llama-shaped decoder with external data (one file per tensor)\n")
+    big = llama_external(CACHE / "llama_external")
+    print_cost(cost_rows("llama_external", big, ["input_ids:0=batch", "input_ids:1=seq"], external=True))
+    cases = real_models(big=False)
     if isinstance(cases, str):
         print(f"\nreal-size models: {cases}")
         return

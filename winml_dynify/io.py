@@ -3,7 +3,7 @@
 A model whose weights live in external data files can be read without them (``weights=False``): only
 tensors of up to :data:`INLINE_BYTES` are read (the shape constants the rules inspect); the others keep
 their references, are read on demand by :func:`tensor_array` (under :func:`external_dir`), and on save
-the output gets its own copy of the data files, a hard link where the filesystem allows.
+the output gets its own copy of the data files (a copy-on-write clone where the filesystem allows).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .errors import UsageError
 
 _INLINE_LIMIT = 2**31 - 1 - (64 << 20)  # tensor bytes above which a model is saved with external data
 INLINE_BYTES = 64 * 1024  # external tensors up to this size are read into the graph by read(weights=False)
+_FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write
 _DATA_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("external_data_dir", default=None)
 
 
@@ -122,8 +123,9 @@ def _link_data(tensors: list[onnx.TensorProto], src_dir: Path, out: Path, tmp: P
     """Give the output its own copy of the external files ``tensors`` refer to, and point them at it.
 
     One file becomes ``<out name>.data``; several keep their names in the folder ``<out name>.data.d``.
-    Each copy is a hard link when source and output share a filesystem, else a kernel-side file copy
-    (no weight passes through Python memory). Returns the (staged, final) paths to move into place.
+    Each copy is a copy-on-write clone where the filesystem can make one, else a kernel-side file copy (no
+    weight passes through Python memory); never a hard link, which onnx refuses as a possible attack.
+    Returns the (staged, final) paths to move into place.
     """
     locations = sorted({_entry(t, "location") for t in tensors})
     single = len(locations) == 1
@@ -138,10 +140,7 @@ def _link_data(tensors: list[onnx.TensorProto], src_dir: Path, out: Path, tmp: P
         if not src.is_file():
             raise UsageError(f"external data file not found: {src}")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
+        _clone_or_copy(src, dst)
         if dst.stat().st_size != src.stat().st_size:
             raise UsageError(f"copying {src} to {dst} wrote {dst.stat().st_size} of {src.stat().st_size} bytes")
     for t in tensors:
@@ -154,6 +153,19 @@ def _link_data(tensors: list[onnx.TensorProto], src_dir: Path, out: Path, tmp: P
             if e.key == "location":
                 e.value = rel[e.value]
     return [(staged, final)]
+
+
+def _clone_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src``: a reflink clone (FICLONE: btrfs, XFS, ...) when possible."""
+    try:
+        import fcntl
+
+        with open(src, "rb") as a, open(dst, "wb") as b:
+            fcntl.ioctl(b.fileno(), _FICLONE, a.fileno())
+        return
+    except (ImportError, OSError):
+        pass
+    shutil.copyfile(src, dst)
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
