@@ -9,7 +9,7 @@ from functools import partial
 
 import onnx
 
-from .analysis import Analysis, Binding, analyse, constants
+from .analysis import Analysis, Binding, analyse, constants, opset_of
 from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
@@ -126,9 +126,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
-    rz = Realizer(symbols, sources, an.dim_sources)
+    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model))
     if an.conflicts:
-        _first_unbuildable(model, an, Realizer(symbols, sources), specs)
+        _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs, model.graph))
     nodes = {n.name: n for n in graph.node}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
@@ -235,7 +235,7 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
 def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
     nodes = {n.name: n for n in model.graph.node}
-    rz = Realizer(an.symbols, {})
+    rz = Realizer(an.symbols, {}, opset=opset_of(model))
     out = []
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
