@@ -30,6 +30,9 @@ test-large: install
 lint: install
 	$(BIN)/ruff check winml_dynify tests bench fixtures/make_inputs.py
 
+# Fast by default (tiny fixtures, a 10k-node graph: a few minutes). BENCH_FULL=1 adds real-size models
+# (exported with torch from BENCH_TORCH_PYTHON, default .venv-fixtures/bin/python; skipped without it),
+# a 2.7 GB external-data decoder and 100k/1M-node graphs. Figures: docs/BENCHMARKS.md.
 bench: install
 	$(BIN)/python bench/bench.py
 
