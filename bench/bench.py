@@ -240,36 +240,30 @@ def print_synthetic(rows: list[dict]) -> None:
             print(f"| {r['nodes']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_mb']:.0f} |")
 
 
-def real_size(cases: list[dict], names: set[str]) -> None:
-    """Latency, nodes and rewrite cost of the exported real-size models (``names``: all when empty)."""
-    real_rows, real_nodes, costs = [], [], []
+def real_size(cases: list[dict], names: set[str], costs: bool = True) -> None:
+    """Latency, nodes and rewrite cost of the exported real-size models (``names``: all when empty),
+    printed model by model."""
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         for case in cases:
             if names and case["name"] not in names:
                 continue
             model = CACHE / case["model"]
-            if "reexport" not in case:  # the big external-data model: cost only
-                costs += cost_rows(case["name"], model, case["axes"], external=True)
-                continue
             out = Path(tmp) / f"{case['name']}.onnx"
             made = probe("dynify", str(model), str(out), *case["axes"])
             if "error" in made:
-                print(f"{case['name']}: not dynified: {made['error']}")
+                print(f"\n{case['name']}: not dynified: {made['error']}")
                 continue
-            real_rows += latency_case(case["name"], CACHE, case, str(out), 10, 2, case["reexport"])
-            real_nodes.append(node_row(case["name"], str(model), str(out)))
-            if case["name"] == "bert_base":
-                costs += cost_rows("bert_base", model, case["axes"])
-                costs.append({"model": "bert_base", "mode": "verify", **probe("verify", str(model), str(out),
-                                                                                *case["axes"])})
-    if real_rows:
-        print("\n## Latency, real-size random-weight models (median of 10 interleaved runs)\n")
-        print_latency(real_rows)
-        print("\n## Nodes after ORT_ENABLE_ALL, real-size models (exported shape)\n")
-        print_nodes(real_nodes)
-    if costs:
-        print("\n## Rewrite cost against load+save (each in its own process, median of 3)\n")
-        print_cost(costs)
+            print(f"\n### {case['name']} (median of 10 interleaved runs)\n")
+            print_latency(latency_case(case["name"], CACHE, case, str(out), 10, 2, case.get("reexport")))
+            print()
+            print_nodes([node_row(case["name"], str(model), str(out))])
+            if costs and case["name"] == "bert_base":
+                rows = cost_rows("bert_base", model, case["axes"])
+                rows.append({"model": "bert_base", "mode": "verify", **probe("verify", str(model), str(out),
+                                                                              *case["axes"])})
+                print("\nrewrite cost against load+save (each in its own process, median of 3)\n")
+                print_cost(rows)
+            sys.stdout.flush()
 
 
 def main() -> None:
@@ -303,6 +297,7 @@ def main() -> None:
     if isinstance(cases, str):
         print(f"\nreal-size models: {cases}")
         return
+    print("\n## Real-size random-weight models")
     real_size(cases, set(filter(None, args.real.split(","))))
 
 
