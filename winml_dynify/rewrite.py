@@ -6,13 +6,15 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
-from .analysis import Analysis, Binding, analyse, constants
+from . import subgraphs
+from .analysis import Analysis, Binding, all_nodes, analyse, bodies, constants, opset_of
 from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, row_index
+from .rules import divisor, row_index, unit_axes
 from .rules.constants import regenerate
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -59,31 +61,32 @@ def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str
 
 
 def name_nodes(graph: onnx.GraphProto) -> None:
-    """Give unnamed or duplicate-named nodes a temporary unique name (restored before saving)."""
+    """Give unnamed or duplicate-named nodes (bodies included) a temporary unique name (restored before
+    saving)."""
     seen: set[str] = set()
-    for i, n in enumerate(graph.node):
+    for i, n in enumerate(all_nodes(graph)):
         if not n.name or n.name in seen:
             n.name = f"{n.name or 'node'}__dynify_{i}"
         seen.add(n.name)
 
 
 def _prune(graph: onnx.GraphProto) -> int:
-    """Drop nodes whose outputs nobody reads, and unused initializers. Returns nodes removed."""
+    """Drop nodes whose outputs nobody reads, and unused initializers, in bodies too. Returns nodes removed."""
     removed = 0
     while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        used = {i for n in graph.node for i in subgraphs.outer_reads(n)} | {o.name for o in graph.output}
         dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
             break
         for n in dead:
             graph.node.remove(n)
         removed += len(dead)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = {i for n in graph.node for i in subgraphs.outer_reads(n)} | {o.name for o in graph.output}
     keep = [t for t in graph.initializer if t.name in used]
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(keep)
-    return removed
+    return removed + sum(_prune(body) for n in graph.node for body in bodies(n))
 
 
 def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
@@ -120,6 +123,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     graph = model.graph
     name_nodes(graph)
     an = analyse_request(model, specs, statics)
+    an = unit_axes.settle_reading(an, model, lambda seeds: analyse_request(model, specs, statics, choices=seeds))
     an, multiples = _with_strides(model, specs, statics, an)
     symbols = an.symbols
     sources = {}
@@ -129,7 +133,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources), specs)
         raise RefusedError(_refusal(an.conflicts, specs, model.graph))
-    nodes = {n.name: n for n in graph.node}
+    nodes = {n.name: n for n in all_nodes(graph)}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
 
@@ -161,11 +165,14 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.rewrites.append({"rule": "row-index", "target": node.name,
                                 "detail": f"adds arange({sym}) * {describe(row, symbols)} to its row index"})
 
+    _edit_nodes(an, nodes, opset_of(model), rz, result)
+    subgraphs.apply(an, nodes, rz, result.rewrites)
+
     bound = _bound_constants(an)
     consts = constants(graph)
     tables = {t.name: consts[t.name][0] for t in graph.initializer}
     consumers = defaultdict(list)
-    for n in graph.node:
+    for n in all_nodes(graph):
         for k, i in enumerate(n.input):
             consumers[i].append((n, k))
     uppers: list[tuple[Vals, int, str]] = []
@@ -191,7 +198,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     graph.node.extend(new_nodes)
     graph.initializer.extend(rz.inits)
     _prune(graph)
-    for n in graph.node:
+    subgraphs.retype_bodies(graph, an, symbols)
+    for n in all_nodes(graph):
         n.name = _original_name(n.name)
     for rw in result.rewrites:
         rw["target"] = _original_name(rw["target"])
@@ -201,6 +209,16 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
     return result
+
+
+def _edit_nodes(an: Analysis, nodes: dict[str, onnx.NodeProto], opset: int, rz: Realizer,
+                result: Rewritten) -> None:
+    """Nodes the analysis replaced: a Reshape that was a transpose, a Squeeze whose axes become explicit."""
+    for name, (kind, axes) in an.edits.items():
+        node = nodes[name]
+        axes_input = rz.const(np.array(axes, np.int64)) if kind == "squeeze-axes" and axes and opset >= 13 else ""
+        detail = unit_axes.apply_edit(node, kind, axes, opset, axes_input)
+        result.rewrites.append({"rule": kind, "target": name, "detail": detail})
 
 
 def _table_bounds(regen, users: list[tuple[onnx.NodeProto, int]], tables: dict) -> list[tuple[Vals, int, str]]:
@@ -233,7 +251,7 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
 
 def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
-    nodes = {n.name: n for n in model.graph.node}
+    nodes = {n.name: n for n in all_nodes(model.graph)}
     rz = Realizer(an.symbols, {})
     out = []
     for (node_name, _), need in an.shape_sites.items():
@@ -248,23 +266,13 @@ def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     return out
 
 
-def _used_names(node: onnx.NodeProto) -> set[str]:
-    """Inputs of a node, including outer-scope names its subgraphs read."""
-    used = set(node.input)
-    for a in node.attribute:
-        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-            inner = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
-            used |= {i for n in g.node for i in _used_names(n)} - inner
-    return used - {""}
-
-
 def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Stable topological order (new nodes may read tensors computed inside the graph)."""
     import heapq
 
     ready_names = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     producer = {o: k for k, n in enumerate(nodes) for o in n.output}
-    waits = [{i for i in _used_names(n) if i in producer and i not in ready_names} for n in nodes]
+    waits = [{i for i in subgraphs.outer_reads(n) if i in producer and i not in ready_names} for n in nodes]
     users: dict[str, list[int]] = defaultdict(list)
     for k, w in enumerate(waits):
         for i in w:
@@ -368,24 +376,5 @@ def _set_io(model: onnx.ModelProto, specs: list[AxisSpec], an: Analysis, symbols
                 d.Clear()
                 d.dim_param = chosen[(vi.name, k)]
     for vo in graph.output:
-        info = an.infos.get(vo.name)
-        dims: list[int | str | None] = []
-        if info is None or info.shape is None:
-            vo.type.tensor_type.ClearField("shape")
-            result.outputs[vo.name] = None
-            continue
-        shape = vo.type.tensor_type.shape
-        shape.ClearField("dim")
-        for d in info.shape:
-            name = describe(d.vals, symbols)
-            dim = shape.dim.add()
-            if d.static:
-                dim.dim_value = d.s0
-                dims.append(d.s0)
-            elif name != "?":
-                dim.dim_param = name
-                dims.append(name)
-            else:
-                dims.append(None)
-        result.outputs[vo.name] = dims
+        result.outputs[vo.name] = subgraphs.set_shape(vo, an.infos.get(vo.name), symbols)
     del graph.value_info[:]

@@ -1,0 +1,186 @@
+"""Size-1 axes that carry a symbol: what an exporter did with them at the exported size.
+
+At batch 1 a transpose that moves the batch axis keeps the memory order, so an exporter may write it as a
+``Reshape`` (tf2onnx turns ``[1, 16, 32] -> [16, 1, 32]`` into ``Reshape [16, 1, 32]``). Read as a
+reshape at batch > 1 it would interleave the samples: it is rewritten as the ``Transpose`` it was.
+A ``Squeeze`` without axes drops every axis that is 1 *at run time*: on an axis that becomes symbolic its
+output rank would change with the size, so its axes are made explicit (the static unit axes) when every
+consumer reads it the same way with the axis kept; a ``Squeeze`` that names such an axis is a folded size
+test (``if frames == 1``) and is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+from ..analysis import Analysis, Binding, Ctx, TInfo, all_nodes
+from ..dims import Dim, const, factor, prod
+from ..errors import RefusedError
+
+READ_AS_RESHAPE = -1  # the Origin("choice") position that tells a transposing Reshape to stay a reshape
+# consumers whose output does not change when an input keeps a leading unit axis it would have lost
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Less", "Greater"}
+
+
+def transpose_perm(in_shape: list[Dim], static_out: list[int]) -> list[int] | None:
+    """The permutation a Reshape performs when, at the exported size, it only reorders axes and moves a
+    size-1 axis that carries a symbol past a larger axis; None when it is no such Reshape.
+
+    Both sides must have the same non-unit sizes in the same order and as many unit axes: input unit axes
+    map to output unit slots in order. A symbolic unit axis that lands in another gap between the larger
+    axes makes the reshape a transpose."""
+    big_in = [i for i, d in enumerate(in_shape) if d.s0 != 1]
+    big_out = [k for k, v in enumerate(static_out) if v != 1]
+    unit_in = [i for i, d in enumerate(in_shape) if d.s0 == 1]
+    unit_out = [k for k, v in enumerate(static_out) if v == 1]
+    if ([in_shape[i].s0 for i in big_in] != [static_out[k] for k in big_out] or len(unit_in) != len(unit_out)
+            or all(in_shape[i].static for i in unit_in)):
+        return None
+    perm = [0] * len(static_out)
+    for i, k in zip(big_in + unit_in, big_out + unit_out, strict=True):
+        perm[k] = i
+
+    moved = any(not in_shape[i].static and _gap(i, big_in) != _gap(k, big_out)
+                for i, k in zip(unit_in, unit_out, strict=True))
+    return perm if moved else None
+
+
+def _big(shape: list[int]) -> list[int]:
+    return [k for k, v in enumerate(shape) if v != 1]
+
+
+def _gap(pos: int, big: list[int]) -> int:
+    return sum(1 for b in big if b < pos)
+
+
+def merged_behind(in_shape: list[Dim], static_out: list[int]) -> tuple[int, int] | None:
+    """(unit axis, axis before it) when the Reshape drops a size-1 input axis carrying a symbol behind a
+    larger axis (``[seq, 1, h] -> [seq, h]`` at batch 1); None when it does not. At the exported size a
+    flatten of ``[seq, batch]`` and a transpose to ``[batch, seq]`` then a flatten give the same bytes."""
+    big_in, big_out = _big([d.s0 for d in in_shape]), _big(static_out)
+    if [in_shape[i].s0 for i in big_in] != [static_out[k] for k in big_out]:
+        return None
+    unit_gaps = {_gap(k, big_out) for k, v in enumerate(static_out) if v == 1}
+    for i, d in enumerate(in_shape):
+        g = _gap(i, big_in)
+        if d.s0 == 1 and not d.static and 0 < g < len(big_in) and g not in unit_gaps:
+            return i, big_in[g - 1]
+    return None
+
+
+def _split_first(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_out: list[int]) -> None:
+    """A Reshape that gives a unit axis back *before* a dim an earlier Reshape merged a symbolic unit axis
+    behind: that earlier Reshape was a transpose then a flatten, not a flatten; refused (the graph is only
+    consistent at size 1)."""
+    big_in, big_out = _big([d.s0 for d in in_shape]), _big(static_out)
+    if [in_shape[i].s0 for i in big_in] != [static_out[k] for k in big_out]:
+        return
+    unit_gaps = {_gap(k, big_out) for k, v in enumerate(static_out) if v == 1}
+    for g, i in enumerate(big_in):
+        earlier = ctx.merged.get(in_shape[i].vals)
+        if earlier is not None and g in unit_gaps:
+            ctx.conflict(f"it splits {ctx.name(in_shape[i].vals)} with the unit axis first, but '{earlier}' merged "
+                         "that unit axis behind the other one: at the exported size that was a transpose then a "
+                         "flatten, which the rewrite cannot tell from a flatten there")
+
+
+def reshape_as_transpose(ctx: Ctx, node: onnx.NodeProto, x: TInfo, static_out: list[int] | None) -> TInfo | None:
+    """A Reshape that is a transpose at the exported size: recorded as an edit, its output transposed.
+    A symbolic unit axis merged behind a larger one is remembered, and split back first refused."""
+    if static_out is None:
+        return None
+    _split_first(ctx, node, x.shape, static_out)
+    if READ_AS_RESHAPE in ctx.bindings_of(node.name):
+        return None
+    behind = merged_behind(x.shape, static_out)
+    if behind is not None:
+        unit, before = behind
+        ctx.merged[prod([x.shape[before].vals, x.shape[unit].vals])] = node.name
+    perm = transpose_perm(x.shape, static_out)
+    if perm is None:
+        return None
+    ctx.edits[node.name] = ("transpose", perm)
+    return TInfo([x.shape[p] for p in perm], None, None, x.dtype)
+
+
+def implicit_squeeze(ctx: Ctx, node: onnx.NodeProto, x: TInfo) -> list[int]:
+    """Axes of a Squeeze without axes: the static unit axes. Symbolic axes are kept (an edit makes the axes
+    explicit); one that is 1 at export only when every consumer reads the output the same way with it."""
+    static = [k for k, d in enumerate(x.shape) if d.s0 == 1 and d.static]
+    symbolic = [k for k, d in enumerate(x.shape) if d.s0 == 1 and not d.static]
+    if all(d.static for d in x.shape):
+        return static
+    ctx.edits[node.name] = ("squeeze-axes", static)  # a symbol may be 1 at run time: never squeeze it
+    if not symbolic:
+        return static
+    bad = [n for n, k in ctx.consumers.get(node.output[0], [])
+           if not _rank_blind(ctx, n, k, len(x.shape))]
+    if bad:
+        ctx.conflict(f"Squeeze without axes drops axis {symbolic[0]} ({ctx.name(x.shape[symbolic[0]].vals)}, 1 at "
+                     f"export); at other sizes it would keep it, and '{bad[0].name}' ({bad[0].op_type}) would "
+                     "see another rank")
+    return static
+
+
+def _rank_blind(ctx: Ctx, node: onnx.NodeProto, k: int, rank: int) -> bool:
+    """True when input ``k`` of ``node`` may keep a leading unit axis without changing the output: Gemm's
+    bias, or a broadcasting op whose other inputs have at least that rank."""
+    if node.op_type == "Gemm" and k == 2:
+        return True
+    if node.op_type not in _ELEMENTWISE:
+        return False
+    others = [ctx.info(i) for j, i in enumerate(node.input) if j != k and i]
+    return all(o is not None and o.shape is not None and len(o.shape) >= rank for o in others)
+
+
+def refuse_explicit(ctx: Ctx, axis: int, d: Dim) -> None:
+    """A Squeeze that names an axis becoming symbolic: the exporter saw it as 1 (a folded size test)."""
+    ctx.conflict(f"Squeeze of axis {axis}, which is 1 at export but follows {ctx.name(d.vals)}: an exporter "
+                 "folded a size test (squeeze only when it is 1) into it, and at other sizes the rank would "
+                 "change; export with that axis static or without the squeeze")
+
+
+def apply_edit(node: onnx.NodeProto, kind: str, axes: list[int], opset: int, axes_input: str) -> str:
+    """Rewrite ``node`` as the analysis decided; returns what was done. ``axes_input``: an int64
+    initializer holding the Squeeze axes (opset 13 and later); for a transpose ``axes`` is the permutation."""
+    if kind == "transpose":
+        del node.input[1:]
+        del node.attribute[:]
+        node.op_type = "Transpose"
+        node.attribute.append(onnx.helper.make_attribute("perm", axes))
+        return f"a transpose at the exported size: now Transpose perm={axes}"
+    del node.input[1:]
+    del node.attribute[:]
+    if not axes:
+        node.op_type = "Identity"
+        return "squeezed only axes that become symbolic: now Identity"
+    if opset >= 13:
+        node.input.append(axes_input)
+    else:
+        node.attribute.append(onnx.helper.make_attribute("axes", axes))
+    return f"squeezes only its static unit axes {axes}"
+
+
+def settle_reading(an: Analysis, model: onnx.ModelProto,
+                   reanalyse: Callable[[dict[tuple[str, int], Binding]], Analysis]) -> Analysis:
+    """Reshapes read as transposes are tried as reshapes too (ALiBi's ``[1, heads, seq] -> [heads, 1, seq]``
+    is a real ``batch*heads`` reshape): the reading without conflicts wins. When both hold and the reshape
+    reading gives the same dims, it would interleave the samples where the transpose keeps them: the
+    transpose wins; when the dims differ, the Reshape is refused as ambiguous."""
+    moved = [n for n, (kind, _) in an.edits.items() if kind == "transpose"]
+    if not moved:
+        return an
+    outputs = {n.name: n.output[0] for n in all_nodes(model.graph)}
+    alt = reanalyse({(outputs[n], READ_AS_RESHAPE): Binding(const(0), n) for n in moved})
+    if bool(an.conflicts) != bool(alt.conflicts):
+        return alt if an.conflicts else an
+    if an.conflicts:
+        return an
+    for n in moved:
+        mine, other = an.infos.get(outputs[n]), alt.infos.get(outputs[n])
+        if other is None or other.shape is None or [d.vals for d in mine.shape] != [d.vals for d in other.shape]:
+            raise RefusedError(f"node '{n}' (Reshape) is a transpose at the exported size or a reshape to other "
+                               "dims, and the graph is consistent either way: it cannot be told which")
+    return an
