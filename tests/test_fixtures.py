@@ -25,6 +25,9 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
+    # tf2onnx wrote the Tensordot after a time-major GRU as Reshape [seq, 1, h] -> [seq, h] (a transpose then
+    # a flatten at batch 1) and split it back as [1, seq, 5]: refused, naming both Reshapes
+    "tf_gru_tagger",
 }
 
 

@@ -12,8 +12,9 @@ A body is analysed with the pass context of its graph (outer-scope names are vis
   a value that decides control flow is never written as it was.
 * **Scan**: scan inputs are sliced along their scan axes (one length for all), states as in Loop, scan
   outputs get that length back.
-* **If**: a condition known at every sample point selects a branch point by point (a condition computed
-  from shapes); an unknown one analyses both branches, whose outputs must agree.
+* **If**: both branches are analysed (and rewritten); a condition known at every sample point selects
+  the output dims point by point (a condition computed from shapes), an unknown one needs both branches'
+  outputs to agree.
 
 :func:`apply` rewrites what the analysis bound (trip counts, counter bounds) and gives the bodies'
 inputs and outputs the new dims.
@@ -270,9 +271,9 @@ def _if(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo |
     cond = ins[0]
     branches = [_attr_graph(node, "then_branch"), _attr_graph(node, "else_branch")]
     picks = None if cond is None or cond.value is None else tuple(bool(v) for v in cond.value[0])
-    taken = [g for g, want in zip(branches, (True, False), strict=True) if picks is None or want in picks]
-    for g in taken:
+    for g in branches:  # a branch no sample point takes may be taken at another size: both are rewritten
         run_nodes(ctx, g.node, record=False)
+    taken = [g for g, want in zip(branches, (True, False), strict=True) if picks is None or want in picks]
     ctx.node = node
     outs: list[TInfo | None] = []
     for k in range(len(node.output)):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import onnx
 
 from ..analysis import Analysis, Binding, Ctx, TInfo, all_nodes
-from ..dims import Dim, const, factor, prod
+from ..dims import Dim, Vals, const, factor, is_static, prod
 from ..errors import RefusedError
 
 READ_AS_RESHAPE = -1  # the Origin("choice") position that tells a transposing Reshape to stay a reshape
@@ -166,9 +166,10 @@ def apply_edit(node: onnx.NodeProto, kind: str, axes: list[int], opset: int, axe
 def settle_reading(an: Analysis, model: onnx.ModelProto,
                    reanalyse: Callable[[dict[tuple[str, int], Binding]], Analysis]) -> Analysis:
     """Reshapes read as transposes are tried as reshapes too (ALiBi's ``[1, heads, seq] -> [heads, 1, seq]``
-    is a real ``batch*heads`` reshape): the reading without conflicts wins. When both hold and the reshape
-    reading gives the same dims, it would interleave the samples where the transpose keeps them: the
-    transpose wins; when the dims differ, the Reshape is refused as ambiguous."""
+    is a real ``batch*heads`` reshape): the reading without conflicts wins. When both hold, a reshape
+    reading with the same dims would interleave the samples where the transpose keeps them, and one under
+    which fewer requested symbols reach the outputs loses a symbol: the transpose wins; otherwise the
+    Reshape is refused as ambiguous."""
     moved = [n for n, (kind, _) in an.edits.items() if kind == "transpose"]
     if not moved:
         return an
@@ -176,7 +177,7 @@ def settle_reading(an: Analysis, model: onnx.ModelProto,
     alt = reanalyse({(outputs[n], READ_AS_RESHAPE): Binding(const(0), n) for n in moved})
     if bool(an.conflicts) != bool(alt.conflicts):
         return alt if an.conflicts else an
-    if an.conflicts:
+    if an.conflicts or _reached(an, model) > _reached(alt, model):
         return an
     for n in moved:
         mine, other = an.infos.get(outputs[n]), alt.infos.get(outputs[n])
@@ -184,3 +185,23 @@ def settle_reading(an: Analysis, model: onnx.ModelProto,
             raise RefusedError(f"node '{n}' (Reshape) is a transpose at the exported size or a reshape to other "
                                "dims, and the graph is consistent either way: it cannot be told which")
     return an
+
+
+def _reached(an: Analysis, model: onnx.ModelProto) -> set[str]:
+    """Requested symbols some graph output dim depends on."""
+    out: set[str] = set()
+    for vo in model.graph.output:
+        info = an.infos.get(vo.name)
+        for d in (info.shape or []) if info is not None else []:
+            out |= {s.name for s in an.symbols.values() if _depends(d.vals, s.vals, an.symbols)}
+    return out
+
+
+def _depends(vals: Vals, sym: Vals, symbols: dict) -> bool:
+    """True when the dim ``vals`` moves with the symbol whose sample values are ``sym`` (tested by moving
+    that symbol alone is not possible at fixed points: a dim that is a product or sum of symbols is matched
+    by dividing out, else any non-static dim counts as depending on every symbol)."""
+    f = factor(vals, symbols)
+    if f is not None:
+        return any(symbols[name].vals == sym for name in f[1])
+    return not is_static(vals)
