@@ -90,7 +90,8 @@ def _loop_over_batch(batch: int, by_row: bool):
                  helper.make_node("Mul", ["row", "two"], ["y_t"]), helper.make_node("Identity", ["c"], ["c2"]),
                  helper.make_node("Identity", ["acc"], ["acc2"])]
     else:
-        nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Add", ["acc", "s"], ["acc2"]),
+        nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                 helper.make_node("Add", ["acc", "s"], ["acc2"]),
                  helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Identity", ["s"], ["y_t"])]
     body = helper.make_graph(nodes, "body", [tensor("it", [], i64), tensor("c", [], TensorProto.BOOL),
                                              tensor("acc", [], f32)],
@@ -120,7 +121,8 @@ def _shape_if(batch: int, seq: int):
         return helper.make_graph(
             [_const(f"{name}_shape", np.array([batch, seq * FEAT], np.int64)),
              helper.make_node("Reshape", ["x", f"{name}_shape"], [f"{name}_r"]),
-             _const(f"{name}_k", np.float32(scale)), helper.make_node("Mul", [f"{name}_r", f"{name}_k"], [f"{name}_y"])],
+             _const(f"{name}_k", np.float32(scale)),
+             helper.make_node("Mul", [f"{name}_r", f"{name}_k"], [f"{name}_y"])],
             name, [], [tensor(f"{name}_y", [batch, seq * FEAT])])
 
     return make_model([helper.make_node("Shape", ["x"], ["shp"]),
