@@ -311,6 +311,7 @@ def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
     """Propagate through ``nodes`` in order; subgraph handlers call this on their bodies (whose tensors
     are not ``record``-ed as run-time dim sources: the outer graph cannot read them)."""
     from .ops import HANDLERS, fallback  # the op table lives beside the analysis
+    from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
 
     outer = ctx.node
     for node in nodes:
@@ -320,7 +321,9 @@ def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
         ins = [ctx.info(i) for i in node.input]
         if any(i is None for i, name in zip(ins, node.input, strict=True) if name):
             continue  # an unknown input leaves the outputs unknown
-        handler = HANDLERS.get((node.domain or "", node.op_type), fallback)
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        handler = HANDLERS.get((domain, node.op_type)) or (
+            ort_fallback if domain.startswith("com.microsoft") else fallback)
         outs = handler(ctx, node, ins)
         ctx.node = node
         for name, info in zip(node.output, outs, strict=False):
