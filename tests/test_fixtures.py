@@ -84,7 +84,8 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
+# tf_gru_tagger's transposing Reshapes only matter for batch: batch alone is refused for the same reason
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED} | {("tf_gru_tagger", True)}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,

@@ -24,10 +24,10 @@ def _weights(rng) -> dict[str, np.ndarray]:
             "u": rng.standard_normal((UNITS, UNITS)).astype(np.float32) * 0.5}
 
 
-def _loop_rnn(batch: int, seq: int, weights: dict, counter: bool = False):
+def _loop_rnn(batch: int, seq: int, weights: dict, counter: bool = False, trip: bool = True):
     """x [batch, seq, 4] read time-major by a Loop: h = tanh(x_t W + h U) from a zero state [batch, 5].
     ``counter``: the tf2onnx form, a carried int32 counter that indexes the rows and a ``Less(i + 1, seq)``
-    condition."""
+    condition; without ``trip`` that condition alone ends the loop."""
     f32, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
     body_in = [tensor("it", [], i64), tensor("c", [], b)]
     if counter:
@@ -48,12 +48,14 @@ def _loop_rnn(batch: int, seq: int, weights: dict, counter: bool = False):
         nodes.append(helper.make_node("Identity", ["c"], ["c2"]))
     outs += [tensor("h2", [batch, UNITS], f32), tensor("y_t", [batch, UNITS], f32)]
     body = helper.make_graph(nodes, "body", body_in, outs)
-    loop_in = ["m", "go"] + (["i0"] if counter else []) + ["h0"]
+    loop_in = ["m" if trip else "", "go"] + (["i0"] if counter else []) + ["h0"]
     loop_out = (["i_final"] if counter else []) + ["h_final", "ys"]
     inits = {"m": np.array(seq, np.int64), "go": np.array(True), "i0": np.array(0, np.int32),
              "h0": np.zeros((batch, UNITS), np.float32), **weights}
     if not counter:
         del inits["i0"]
+    if not trip:
+        del inits["m"]
     return make_model([helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
                        helper.make_node("Loop", loop_in, loop_out, body=body)],
                       [tensor("x", [batch, seq, FEAT])],
@@ -79,6 +81,15 @@ def test_loop_trip_count_follows_seq_and_the_zero_state_follows_batch(rng, count
     assert {"loop-count", "fill"} <= rules
     assert res.outputs["ys"] == ["seq", "batch", UNITS] and res.outputs["h_final"] == ["batch", UNITS]
     _parity(res, lambda b, s: _loop_rnn(b, s, weights, counter), [(3, 5), (2, 7), (4, 2), (1, 9)], rng)
+
+
+def test_a_while_loop_bound_follows_the_rows_it_reads(rng):
+    """No trip count: ``Less(i + 1, 5)`` ends the loop, and 5 is the length of the rows the body reads."""
+    weights = _weights(rng)
+    res = dynify(_loop_rnn(3, 5, weights, counter=True, trip=False), ["x:0=batch", "x:1=seq"], verify=False)
+    assert [r["detail"] for r in res.rewrites if r["rule"] == "loop-count"] == ["loop bound is seq at run time"]
+    assert res.outputs["h_final"] == ["batch", UNITS]
+    _parity(res, lambda b, s: _loop_rnn(b, s, weights, True, False), [(3, 5), (2, 7), (4, 2)], rng)
 
 
 def _loop_over_batch(batch: int, by_row: bool):

@@ -32,6 +32,7 @@ from .realize import Realizer
 
 _COMPARE = {"Less": 1, "Greater": 0, "LessOrEqual": 1, "GreaterOrEqual": 0}  # op -> input of the bound
 _PASS = {"Identity", "Cast"}
+NO_COUNT = 2**31 - 1  # a trip count this large is a while loop's "no limit" (its condition decides)
 
 
 def _attr_graph(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
@@ -213,7 +214,7 @@ def _loop(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     body = _attr_graph(node, "body")
     m = ins[0] if node.input and node.input[0] else None
     trip = None
-    if m is not None and m.value is not None:
+    if m is not None and m.value is not None and m.value[0][0] < NO_COUNT:
         v = m.value[0]
         trip = ctx.bound(Origin("entry", node.name, 0, 0), v) if is_static(v) else Dim(v)
     n_carried = len(node.input) - 2
