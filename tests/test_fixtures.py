@@ -25,9 +25,6 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
-    # tf2onnx wrote the Tensordot after a time-major GRU as Reshape [seq, 1, h] -> [seq, h] (a transpose then
-    # a flatten at batch 1) and split it back as [1, seq, 5]: refused, naming both Reshapes
-    "tf_gru_tagger",
 }
 
 
@@ -84,8 +81,7 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-# tf_gru_tagger's transposing Reshapes only matter for batch: batch alone is refused for the same reason
-KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED} | {("tf_gru_tagger", True)}
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,

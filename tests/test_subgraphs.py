@@ -202,7 +202,7 @@ def test_transpose_perm_needs_a_symbolic_unit_axis_that_changes_place():
     assert transpose_perm([batch, Dim(const(16)), Dim(const(32))], [16, 32]) is None  # a flatten, not a move
 
 
-def test_a_flatten_split_back_in_the_other_order_is_refused(rng):
+def test_a_flatten_split_back_in_the_other_order_transposes_first(rng):
     """[seq, 1, 4] -> [seq, 4] -> MatMul -> [1, seq, 3]: at batch 1 the first Reshape was a transpose then a
     flatten (tf2onnx's Tensordot after a time-major RNN); read as a flatten it would mix the samples."""
     w = rng.standard_normal((FEAT, 3)).astype(np.float32)
@@ -211,8 +211,12 @@ def test_a_flatten_split_back_in_the_other_order_is_refused(rng):
                     helper.make_node("Reshape", ["g", "back"], ["y"], name="split")],
                    [tensor("x", [5, 1, FEAT])], [tensor("y", [1, 5, 3])],
                    {"flat": np.array([5, FEAT], np.int64), "back": np.array([1, 5, 3], np.int64), "w": w})
-    with pytest.raises(RefusedError, match=r"node 'split'.*'flatten' merged that unit axis"):
-        dynify(m, ["x:0=seq", "x:1=batch"], verify=False)
+    res = dynify(m, ["x:0=seq", "x:1=batch"], verify=False)
+    assert [r["target"] for r in res.rewrites if r["rule"] == "transpose-first"] == ["flatten"]
+    assert res.outputs["y"] == ["batch", "seq", 3]
+    for seq, batch in ((5, 1), (7, 3), (2, 4)):
+        x = rng.standard_normal((seq, batch, FEAT)).astype(np.float32)
+        np.testing.assert_allclose(run(res.model, {"x": x})[0], np.transpose(x, (1, 0, 2)) @ w, rtol=1e-5, atol=1e-5)
 
 
 def test_squeeze_without_axes_keeps_a_symbolic_unit_axis_for_gemm_bias(rng):

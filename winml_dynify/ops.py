@@ -326,7 +326,7 @@ def _reshape(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
                for k, e in enumerate(entries)]
     else:
         static_out = _reshape_at([d.s0 for d in x.shape], [e.s0 for e in entries], allowzero)
-        moved = unit_axes.reshape_as_transpose(ctx, node, x, static_out)
+        moved = unit_axes.reshape_as_transpose(ctx, node, x, static_out, entries)
         if moved is not None:
             return [moved]
         out = solve_reshape(ctx, node, x.shape, static_out, entries)

@@ -7,7 +7,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 
-import numpy as np
 import onnx
 
 from . import subgraphs
@@ -138,6 +137,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
 
+    result.rewrites += unit_axes.apply_edits(an, nodes, opset_of(model), rz)
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
         rule = RULES.get(node.op_type)
@@ -166,7 +166,6 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.rewrites.append({"rule": "row-index", "target": node.name,
                                 "detail": f"adds arange({sym}) * {describe(row, symbols)} to its row index"})
 
-    _edit_nodes(an, nodes, opset_of(model), rz, result)
     subgraphs.apply(an, nodes, rz, result.rewrites)
 
     bound = _bound_constants(an)
@@ -210,16 +209,6 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
     return result
-
-
-def _edit_nodes(an: Analysis, nodes: dict[str, onnx.NodeProto], opset: int, rz: Realizer,
-                result: Rewritten) -> None:
-    """Nodes the analysis replaced: a Reshape that was a transpose, a Squeeze whose axes become explicit."""
-    for name, (kind, axes) in an.edits.items():
-        node = nodes[name]
-        axes_input = rz.const(np.array(axes, np.int64)) if kind == "squeeze-axes" and axes and opset >= 13 else ""
-        detail = unit_axes.apply_edit(node, kind, axes, opset, axes_input)
-        result.rewrites.append({"rule": kind, "target": name, "detail": detail})
 
 
 def _table_bounds(regen, users: list[tuple[onnx.NodeProto, int]], tables: dict) -> list[tuple[Vals, int, str]]:

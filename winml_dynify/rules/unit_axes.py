@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import onnx
 
 from ..analysis import Analysis, Binding, Ctx, TInfo, all_nodes
-from ..dims import Dim, Vals, const, factor, is_static, prod
+from ..dims import Dim, Origin, Vals, const, factor, is_static, prod
 from ..errors import RefusedError
+from ..realize import Realizer
+from .reshape import solve_reshape, with_parts
 
 READ_AS_RESHAPE = -1  # the Origin("choice") position that tells a transposing Reshape to stay a reshape
+TRANSPOSE_FIRST = -2  # the one that tells a Reshape merging a unit axis behind another to transpose first
 # consumers whose output does not change when an input keeps a leading unit axis it would have lost
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Equal", "Less", "Greater"}
 
@@ -70,41 +74,61 @@ def merged_behind(in_shape: list[Dim], static_out: list[int]) -> tuple[int, int]
     return None
 
 
-def _split_first(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_out: list[int]) -> None:
+def _split_first(ctx: Ctx, in_shape: list[Dim], static_out: list[int]) -> None:
     """A Reshape that gives a unit axis back *before* a dim an earlier Reshape merged a symbolic unit axis
-    behind: that earlier Reshape was a transpose then a flatten, not a flatten; refused (the graph is only
-    consistent at size 1)."""
+    behind: that earlier Reshape was a transpose then a flatten (tf2onnx's Tensordot after a time-major
+    RNN), so it is bound to transpose first. Inside a body that is refused."""
     big_in, big_out = _big([d.s0 for d in in_shape]), _big(static_out)
     if [in_shape[i].s0 for i in big_in] != [static_out[k] for k in big_out]:
         return
     unit_gaps = {_gap(k, big_out) for k, v in enumerate(static_out) if v == 1}
     for g, i in enumerate(big_in):
         earlier = ctx.merged.get(in_shape[i].vals)
-        if earlier is not None and g in unit_gaps:
+        if earlier is None or g not in unit_gaps:
+            continue
+        if any(n.name == earlier for n in ctx.graph.node):
+            ctx.bind(Origin("choice", earlier, 1, TRANSPOSE_FIRST), const(1))
+        else:
             ctx.conflict(f"it splits {ctx.name(in_shape[i].vals)} with the unit axis first, but '{earlier}' merged "
-                         "that unit axis behind the other one: at the exported size that was a transpose then a "
-                         "flatten, which the rewrite cannot tell from a flatten there")
+                         "that unit axis behind the other one inside a body: at the exported size that was a "
+                         "transpose then a flatten, which cannot be rebuilt there")
 
 
-def reshape_as_transpose(ctx: Ctx, node: onnx.NodeProto, x: TInfo, static_out: list[int] | None) -> TInfo | None:
+def _moved(rank: int, unit: int, before: int) -> list[int]:
+    """The permutation that puts axis ``unit`` just before axis ``before``."""
+    perm = [k for k in range(rank) if k != unit]
+    perm.insert(perm.index(before), unit)
+    return perm
+
+
+def reshape_as_transpose(ctx: Ctx, node: onnx.NodeProto, x: TInfo, static_out: list[int] | None,
+                         entries: list[Dim]) -> TInfo | None:
     """A Reshape that is a transpose at the exported size: recorded as an edit, its output transposed.
-    A symbolic unit axis merged behind a larger one is remembered, and split back first refused."""
+    A symbolic unit axis merged behind a larger one is remembered; when a later Reshape splits it back
+    first, this one transposes its input first (an edit) and reshapes that. None: an ordinary Reshape."""
     if static_out is None:
         return None
-    _split_first(ctx, node, x.shape, static_out)
-    if READ_AS_RESHAPE in ctx.bindings_of(node.name):
-        return None
+    _split_first(ctx, x.shape, static_out)
     behind = merged_behind(x.shape, static_out)
+    if behind is not None and TRANSPOSE_FIRST in ctx.bindings_of(node.name):
+        perm = _moved(len(x.shape), *behind)
+        ctx.edits[node.name] = ("transpose-first", perm)
+        moved = [x.shape[p] for p in perm]
+        out = solve_reshape(ctx, node, moved, static_out, entries)
+        if out is None:
+            return TInfo(None, None, None, x.dtype)
+        ctx.shape_sites[(node.name, 1)] = [d.vals for d in out]
+        return TInfo(with_parts(moved, out), None, None, x.dtype)
     if behind is not None:
         unit, before = behind
         ctx.merged[prod([x.shape[before].vals, x.shape[unit].vals])] = node.name
+    if READ_AS_RESHAPE in ctx.bindings_of(node.name):
+        return None
     perm = transpose_perm(x.shape, static_out)
     if perm is None:
         return None
     ctx.edits[node.name] = ("transpose", perm)
     return TInfo([x.shape[p] for p in perm], None, None, x.dtype)
-
-
 def implicit_squeeze(ctx: Ctx, node: onnx.NodeProto, x: TInfo) -> list[int]:
     """Axes of a Squeeze without axes: the static unit axes. Symbolic axes are kept (an edit makes the axes
     explicit); one that is 1 at export only when every consumer reads the output the same way with it."""
@@ -142,9 +166,23 @@ def refuse_explicit(ctx: Ctx, axis: int, d: Dim) -> None:
                  "change; export with that axis static or without the squeeze")
 
 
-def apply_edit(node: onnx.NodeProto, kind: str, axes: list[int], opset: int, axes_input: str) -> str:
-    """Rewrite ``node`` as the analysis decided; returns what was done. ``axes_input``: an int64
-    initializer holding the Squeeze axes (opset 13 and later); for a transpose ``axes`` is the permutation."""
+def apply_edits(an: Analysis, nodes: dict[str, onnx.NodeProto], opset: int, rz: Realizer) -> list[dict]:
+    """Rewrite the nodes as the analysis decided (before their shape inputs are rebuilt: a Reshape that
+    transposes first reads the transposed tensor). Returns the rewrites done."""
+    done = []
+    for name, (kind, axes) in an.edits.items():
+        node = nodes[name]
+        rz.tags = list(node.metadata_props)
+        done.append({"rule": kind, "target": name, "detail": _apply(node, kind, axes, opset, an, rz)})
+    return done
+
+
+def _apply(node: onnx.NodeProto, kind: str, axes: list[int], opset: int, an: Analysis, rz: Realizer) -> str:
+    if kind == "transpose-first":
+        x = an.infos[node.input[0]]
+        node.input[0] = rz.node("Transpose", [node.input[0]], perm=axes)
+        an.infos[node.input[0]] = TInfo([x.shape[p] for p in axes], None, None, x.dtype)
+        return f"a transpose then a reshape at the exported size: now transposes perm={axes} first"
     if kind == "transpose":
         del node.input[1:]
         del node.attribute[:]
@@ -157,7 +195,7 @@ def apply_edit(node: onnx.NodeProto, kind: str, axes: list[int], opset: int, axe
         node.op_type = "Identity"
         return "squeezed only axes that become symbolic: now Identity"
     if opset >= 13:
-        node.input.append(axes_input)
+        node.input.append(rz.const(np.array(axes, np.int64)))
     else:
         node.attribute.append(onnx.helper.make_attribute("axes", axes))
     return f"squeezes only its static unit axes {axes}"
