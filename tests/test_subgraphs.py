@@ -239,3 +239,24 @@ def test_a_squeeze_of_an_axis_that_becomes_symbolic_is_refused():
                    [tensor("x", [2, 1, FEAT])], [tensor("y", [2, FEAT])], {"ax": np.array([1], np.int64)})
     with pytest.raises(RefusedError, match=r"node 'sq' \(Squeeze\).*folded a size test"):
         dynify(m, ["x:1=frames"], verify=False)
+
+
+def test_a_trip_count_over_the_rows_of_a_fixed_table_stays(rng):
+    """Five iterations over the rows of a [5, 4] weight while seq is also 5 at export: a fixed count."""
+    table = rng.standard_normal((5, FEAT)).astype(np.float32)
+    f32 = TensorProto.FLOAT
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["table", "it"], ["row"], axis=0),
+         helper.make_node("ReduceSum", ["x", "ax1"], ["s"], keepdims=0),
+         helper.make_node("Mul", ["s", "row"], ["p"]), helper.make_node("Add", ["acc", "p"], ["acc2"]),
+         helper.make_node("Identity", ["c"], ["c2"])],
+        "body", [tensor("it", [], TensorProto.INT64), tensor("c", [], TensorProto.BOOL), tensor("acc", [3, FEAT], f32)],
+        [tensor("c2", [], TensorProto.BOOL), tensor("acc2", [3, FEAT], f32)])
+    m = make_model([helper.make_node("Loop", ["m", "go", "zero"], ["y"], body=body)],
+                   [tensor("x", [3, 5, FEAT])], [tensor("y", [3, FEAT])],
+                   {"m": np.array(5, np.int64), "go": np.array(True), "zero": np.zeros((3, FEAT), np.float32),
+                    "table": table, "ax1": np.array([1], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"], verify=False)
+    assert not any(r["rule"] == "loop-count" for r in res.rewrites)
+    x = rng.standard_normal((2, 7, FEAT)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x.sum(1) * table.sum(0), rtol=1e-4, atol=1e-4)

@@ -150,14 +150,16 @@ def _could_follow(ctx: Ctx, d: Dim, touched: list[Dim]) -> str | None:
     return next((s.name for s in ctx.symbols.values() if s.static == d.s0), None)
 
 
-def _tie(ctx: Ctx, node: onnx.NodeProto, trip: Dim | None, rows: list[Dim],
-         bounds: list[tuple[onnx.NodeProto, int, Dim, bool]], touched: list[Dim]) -> Dim | None:
-    """Tie the trip count and the counter bounds to the rows the body reads; refuse the ones that equal a
-    symbol at export but are tied to nothing. Returns the trip count."""
+def _tie(ctx: Ctx, trip: Dim | None, rows: list[Dim], bounds: list[tuple[onnx.NodeProto, int, Dim, bool]],
+         touched: list[Dim]) -> Dim | None:
+    """Tie the trip count and the counter bounds to the rows the body reads (symbolic or static: a fixed
+    count); refuse the ones that equal a symbol at export but are tied to nothing. Returns the trip count."""
+    tied = False
     for r in rows:
         if trip is not None and trip.s0 == r.s0:
-            trip = ctx.equate(trip, r)
-    extent = trip if trip is not None and not trip.static else next((r for r in rows if not r.static), None)
+            trip, tied = ctx.equate(trip, r), True
+    extent = (trip if trip is not None and (tied or not trip.static)
+              else next((r for r in rows if not r.static), rows[0] if rows else None))
     for n, _k, b, counted in bounds:
         op_le = n.op_type in ("LessOrEqual", "GreaterOrEqual")
         if counted and extent is not None and b.s0 + op_le == extent.s0:
@@ -173,7 +175,7 @@ def _tie(ctx: Ctx, node: onnx.NodeProto, trip: Dim | None, rows: list[Dim],
                          f"{sym} or to a fixed count: it decides how often the loop runs")
     if trip is not None:
         trip = ctx.bound(trip.origin, trip.vals) if trip.origin is not None else trip
-        sym = _could_follow(ctx, trip, touched)
+        sym = None if tied else _could_follow(ctx, trip, touched)
         if sym is not None:
             ctx.conflict(f"trip count {trip.s0} equals {sym} at export and the body reads no row of a tensor "
                          f"along {sym}: whether it follows {sym} cannot be told")
@@ -225,7 +227,7 @@ def _loop(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     counters = _counters(ctx, node, body)
     run_nodes(ctx, body.node, record=False)
     ctx.node = node
-    trip = _tie(ctx, node, trip, _outer_rows(ctx, body, counters), _bounds(ctx, body, counters), _touched(ctx, node))
+    trip = _tie(ctx, trip, _outer_rows(ctx, body, counters), _bounds(ctx, body, counters), _touched(ctx, node))
     outs: list[TInfo | None] = []
     for k in range(n_carried):
         outs.append(_carry(ctx, ins[2 + k], ctx.info(body.output[1 + k].name), f"carried value {k}"))
