@@ -340,7 +340,10 @@ def retype_bodies(graph: onnx.GraphProto, an: Analysis, symbols: dict[str, Symbo
 
 def set_shape(vi: onnx.ValueInfoProto, info: TInfo | None, symbols: dict[str, Symbol]) -> list[int | str | None] | None:
     """Write the analysed dims of a tensor into its value info: static sizes, symbol names, or an unnamed
-    dim; no shape when the rank is unknown. Returns the dims written."""
+    dim; no shape when the rank is unknown (values that are no tensors are left alone). Returns the dims
+    written."""
+    if not vi.type.HasField("tensor_type"):
+        return None
     tt = vi.type.tensor_type
     if info is None or info.shape is None:
         tt.ClearField("shape")
