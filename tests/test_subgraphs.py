@@ -80,6 +80,9 @@ def test_loop_trip_count_follows_seq_and_the_zero_state_follows_batch(rng, count
     rules = {r["rule"] for r in res.rewrites}
     assert {"loop-count", "fill"} <= rules
     assert res.outputs["ys"] == ["seq", "batch", UNITS] and res.outputs["h_final"] == ["batch", UNITS]
+    body = next(n for n in res.model.graph.node if n.op_type == "Loop").attribute[0].g
+    state = next(vi for vi in body.input if vi.name == "h").type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in state] == ["batch", UNITS]  # the exported [3, 5] was stale
     _parity(res, lambda b, s: _loop_rnn(b, s, weights, counter), [(3, 5), (2, 7), (4, 2), (1, 9)], rng)
 
 
