@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test test-large lint bench fixtures eval clean
+.PHONY: install demo test test-large lint bench fixtures fixtures-tf eval clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ test-large: install
 	$(BIN)/pytest -q -m large
 
 lint: install
-	$(BIN)/ruff check winml_dynify tests bench fixtures/make_inputs.py
+	$(BIN)/ruff check winml_dynify tests bench fixtures/make_inputs.py fixtures/make_tf_fixtures.py
 
 # Fast by default (tiny fixtures, a 10k-node graph: a few minutes). BENCH_FULL=1 adds real-size models
 # (exported with torch from BENCH_TORCH_PYTHON, default .venv-fixtures/bin/python; skipped without it),
@@ -40,11 +40,17 @@ eval: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python ../shared/eval/run_eval.py --tool winml-dynify
 
 # Regenerates fixtures/ with torch + transformers (several GB; not needed for demo or test).
-fixtures:
+fixtures: fixtures-tf
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
 	.venv-fixtures/bin/python fixtures/vision/make_vision_fixtures.py
+
+# The tf2onnx fixtures: tensorflow pins its own numpy, so they get a venv of their own.
+fixtures-tf:
+	$(PYTHON) -m venv .venv-tf
+	.venv-tf/bin/pip install -q tensorflow-cpu==2.21.0 tf2onnx==1.17.0 onnxruntime
+	.venv-tf/bin/python fixtures/make_tf_fixtures.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -68,6 +68,7 @@ class Analysis:
     upper: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (max, reason)
     scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = field(default_factory=dict)  # folded mean divisors
     dim_sources: dict[Vals, tuple[str, int]] = field(default_factory=dict)  # see Ctx.dim_sources
+    edits: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # see Ctx.edits
 
 
 class Ctx:
@@ -82,14 +83,32 @@ class Ctx:
         self.conflicts: list[str] = []
         self.shape_sites: dict[tuple[str, int], list[Vals]] = {}
         self.scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = {}
+        # node -> (kind, detail): a node the rewrite replaces (a Reshape that is a transpose at export)
+        self.edits: dict[str, tuple[str, list[int]]] = {}
+        self.merged: dict[Vals, str] = {}  # a dim a Reshape merged a symbolic unit axis behind -> that Reshape
         self.infos: dict[str, TInfo] = {}
         self.opset = opset
-        self.producer: dict[str, onnx.NodeProto] = {o: n for n in graph.node for o in n.output}
+        self.producer: dict[str, onnx.NodeProto] = {o: n for n in all_nodes(graph) for o in n.output}
         self.node: onnx.NodeProto | None = None
+        self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] | None = None
         self.memo: dict[bytes, list] = {}  # fallback inference results, shared by the passes of one analysis
         self.upper: dict[str, tuple[int, str]] = {}
         # the first tensor (graph order) carrying each dim that is not a product of symbols (conv sizes)
         self.dim_sources: dict[Vals, tuple[str, int]] = {}
+
+    @property
+    def consumers(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+        """Tensor name -> (node, input index) of every node reading it, bodies included."""
+        if self._consumers is None:
+            self._consumers = {}
+            for n in all_nodes(self.graph):
+                for k, i in enumerate(n.input):
+                    self._consumers.setdefault(i, []).append((n, k))
+        return self._consumers
+
+    def bindings_of(self, node: str) -> set[int]:
+        """Positions of the Reshape choices bound for ``node`` (seeded or found)."""
+        return {o.pos for o in (*self.bindings, *self.new_bindings) if o.kind == "choice" and o.name == node}
 
     # -- dims --------------------------------------------------------------------------------
     def bound(self, origin: Origin, vals: Vals) -> Dim:
@@ -247,7 +266,22 @@ def constants(graph: onnx.GraphProto) -> dict[str, tuple[Lazy, int]]:
             elif a.name in ("value_float", "value_floats"):
                 out[n.output[0]] = (Lazy(array=np.array(onnx.helper.get_attribute_value(a), np.float32)),
                                     onnx.TensorProto.FLOAT)
+        for body in bodies(n):  # a body's constants are names of the same scope chain
+            out.update(constants(body))
     return out
+
+
+def bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of a control-flow node (Loop, Scan, If branches), in attribute order."""
+    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+
+
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and of the bodies nested in it, outer nodes before their bodies'."""
+    for n in graph.node:
+        yield n
+        for body in bodies(n):
+            yield from all_nodes(body)
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -259,9 +293,6 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict) -> Ctx:
-    from .ops import HANDLERS, fallback  # the op table lives beside the analysis
-    from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
-
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model))
     ctx.memo = memo
@@ -272,7 +303,18 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
             continue
         tt = vi.type.tensor_type
         ctx.infos[vi.name] = TInfo([Dim(v) for v in input_dims[vi.name]], None, None, tt.elem_type)
-    for node in graph.node:
+    run_nodes(ctx, graph.node)
+    return ctx
+
+
+def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
+    """Propagate through ``nodes`` in order; subgraph handlers call this on their bodies (whose tensors
+    are not ``record``-ed as run-time dim sources: the outer graph cannot read them)."""
+    from .ops import HANDLERS, fallback  # the op table lives beside the analysis
+    from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
+
+    outer = ctx.node
+    for node in nodes:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             continue
         ctx.node = node
@@ -283,12 +325,13 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
         handler = HANDLERS.get((domain, node.op_type)) or (
             ort_fallback if domain.startswith("com.microsoft") else fallback)
         outs = handler(ctx, node, ins)
+        ctx.node = node
         for name, info in zip(node.output, outs, strict=False):
             if name and info is not None:
                 ctx.infos[name] = info
-                ctx.record_dims(name, info)
-    ctx.node = None
-    return ctx
+                if record:
+                    ctx.record_dims(name, info)
+    ctx.node = outer
 
 
 def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
@@ -305,7 +348,7 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:
             return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper,
-                            ctx.scalar_sites, ctx.dim_sources)
+                            ctx.scalar_sites, ctx.dim_sources, ctx.edits)
         bindings.update(ctx.new_bindings)
         bindings.update(extra)
     raise RefusedError("the shape analysis did not settle; the graph is too irregular to rewrite soundly")

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from . import io
-from .analysis import Binding
+from .analysis import Binding, all_nodes
 from .dims import N_POINTS
 from .errors import RefusedError, UsageError
 from .presets import Selection, select
@@ -119,14 +119,14 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     """The rewritten graph must analyse (under the same Reshape choices) with nothing left to bind or
     rewrite, and onnx must infer it strictly. Works on ``model`` itself (node names are restored after),
     and infers shapes on a copy without the weights: no weight is copied."""
-    names = [n.name for n in model.graph.node]
+    names = [n.name for n in all_nodes(model.graph)]
     name_nodes(model.graph)
     try:
         multiples = {s: r.multiple for s, r in ranges.items() if r.multiple > 1}
         an = analyse_request(model, specs, statics, multiples, choices)
         pending = pending_sites(model, an)
     finally:
-        for n, name in zip(model.graph.node, names, strict=True):
+        for n, name in zip(all_nodes(model.graph), names, strict=True):
             n.name = name
     inputs = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
     leftover = [f"{s.input}:{s.axis} is not the symbol {s.symbol!r}" for s in specs

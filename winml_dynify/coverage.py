@@ -30,7 +30,8 @@ HOW = {
     "data": "output shape depends on the data: outputs unknown to the analysis (nothing after them is "
             "rewritten; verification checks the model)",
     "sequence": "sequence, optional or map values are not tensors: not tracked, outputs unknown",
-    "control": "onnx shape inference of the node alone at each sample point (bodies are not rewritten)",
+    "control": "handler: bodies analysed in the scope of their graph and rewritten (trip counts and loop "
+               "bounds rebuilt from the symbols, body inputs and outputs retyped; see subgraphs.py)",
 }
 
 
@@ -60,10 +61,10 @@ def onnx_rows() -> list[Row]:
                 latest[key] = s
     rows = []
     for (domain, name), schema in sorted(latest.items()):
-        if (domain, name) in HANDLERS:
-            how = "handler"
-        elif name in CONTROL_FLOW and domain == "":
+        if name in CONTROL_FLOW and domain == "":
             how = "control"
+        elif (domain, name) in HANDLERS:
+            how = "handler"
         elif name in DATA_DEPENDENT_ONNX:
             how = "data"
         elif _non_tensor(schema):

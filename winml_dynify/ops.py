@@ -16,7 +16,7 @@ import onnx
 
 from .analysis import MAX_VALUE_SIZE, Ctx, TInfo, value_dtype
 from .dims import N_POINTS, Dim, Origin, Vals, const, is_static, prod
-from .rules import divisor
+from .rules import divisor, unit_axes
 
 Handler = Callable[[Ctx, onnx.NodeProto, list[TInfo | None]], list[TInfo | None]]
 HANDLERS: dict[tuple[str, str], Handler] = {}
@@ -266,11 +266,11 @@ def _squeeze(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
     axes = _axes_arg(ctx, node, ins, 1)
     r = len(x.shape)
     if axes is None:
-        axes = [k for k, d in enumerate(x.shape) if d.s0 == 1]
+        axes = unit_axes.implicit_squeeze(ctx, node, x)
     axes = [a + r if a < 0 else a for a in axes]
     for a in axes:
         if not x.shape[a].static:
-            ctx.conflict(f"Squeeze of axis {a}, which is {ctx.name(x.shape[a].vals)}")
+            unit_axes.refuse_explicit(ctx, a, x.shape[a])
     return [TInfo([d for k, d in enumerate(x.shape) if k not in axes], x.value, None, x.dtype, x.origins)]
 
 
@@ -326,6 +326,9 @@ def _reshape(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TI
                for k, e in enumerate(entries)]
     else:
         static_out = _reshape_at([d.s0 for d in x.shape], [e.s0 for e in entries], allowzero)
+        moved = unit_axes.reshape_as_transpose(ctx, node, x, static_out, entries)
+        if moved is not None:
+            return [moved]
         out = solve_reshape(ctx, node, x.shape, static_out, entries)
     if out is None:
         return [None]

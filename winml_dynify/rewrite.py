@@ -9,11 +9,12 @@ from functools import partial
 
 import onnx
 
-from .analysis import Analysis, Binding, analyse, constants, opset_of
+from . import subgraphs
+from .analysis import Analysis, Binding, all_nodes, analyse, bodies, constants, opset_of
 from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, grids, row_index
+from .rules import divisor, grids, row_index, unit_axes
 from .rules.constants import regenerate
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -60,9 +61,10 @@ def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str
 
 
 def name_nodes(graph: onnx.GraphProto) -> None:
-    """Give unnamed or duplicate-named nodes a temporary unique name (restored before saving)."""
+    """Give unnamed or duplicate-named nodes (bodies included) a temporary unique name (restored before
+    saving)."""
     seen: set[str] = set()
-    for i, n in enumerate(graph.node):
+    for i, n in enumerate(all_nodes(graph)):
         if not n.name or n.name in seen:
             n.name = f"{n.name or 'node'}__dynify_{i}"
         seen.add(n.name)
@@ -70,21 +72,21 @@ def name_nodes(graph: onnx.GraphProto) -> None:
 
 def _prune(graph: onnx.GraphProto) -> int:
     """Drop nodes whose outputs nobody reads (subgraph reads included), and unused initializers, in one
-    backward sweep over the topologically ordered nodes. Deletes by index: no message is copied or
-    compared. Returns nodes removed."""
+    backward sweep over the topologically ordered nodes, then in every body. Deletes by index: no message
+    is copied or compared. Returns nodes removed."""
     live = {o.name for o in graph.output}
     dead = []
     for k in range(len(graph.node) - 1, -1, -1):
         n = graph.node[k]
         if any(o in live for o in n.output):
-            live |= _used_names(n)
+            live |= subgraphs.outer_reads(n)
         else:
             dead.append(k)
     for k in dead:  # descending
         del graph.node[k]
     for k in [k for k, t in enumerate(graph.initializer) if t.name not in live][::-1]:
         del graph.initializer[k]
-    return len(dead)
+    return len(dead) + sum(_prune(body) for n in graph.node for body in bodies(n))
 
 
 def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
@@ -92,7 +94,7 @@ def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict
                     choices: dict[tuple[str, int], Binding] | None = None) -> Analysis:
     """Analyse ``model`` for the requested axes; ``choices`` seeds Reshape choices by output name."""
     symbols = make_symbols(statics, multiples)
-    by_output = {n.output[0]: n.name for n in model.graph.node if n.output}
+    by_output = {n.output[0]: n.name for n in all_nodes(model.graph) if n.output}
     seed = {Origin("choice", by_output[out], 1, pos): b for (out, pos), b in (choices or {}).items()
             if out in by_output}
     return analyse(model, _input_dims(model, specs, symbols), symbols, seed)
@@ -126,6 +128,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     graph = model.graph
     name_nodes(graph)
     an = analyse_request(model, specs, statics)
+    an = unit_axes.settle_reading(an, model, lambda seeds: analyse_request(model, specs, statics, choices=seeds))
     an, multiples = _with_strides(model, specs, statics, an)
     symbols = an.symbols
     sources = {}
@@ -135,10 +138,11 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs, model.graph))
-    nodes = {n.name: n for n in graph.node}
+    nodes = {n.name: n for n in all_nodes(graph)}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
 
+    result.rewrites += unit_axes.apply_edits(an, nodes, opset_of(model), rz)
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
         rule = RULES.get(node.op_type)
@@ -167,11 +171,13 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.rewrites.append({"rule": "row-index", "target": node.name,
                                 "detail": f"adds arange({sym}) * {describe(row, symbols)} to its row index"})
 
+    subgraphs.apply(an, nodes, rz, result.rewrites)
+
     bound = _bound_constants(an)
     consts = constants(graph)
     tables = {t.name: consts[t.name][0] for t in graph.initializer}
     consumers = defaultdict(list)
-    for n in graph.node:
+    for n in all_nodes(graph):
         for k, i in enumerate(n.input):
             consumers[i].append((n, k))
     uppers: list[tuple[Vals, int, str]] = []
@@ -197,7 +203,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     graph.node.extend(new_nodes)
     graph.initializer.extend(rz.inits)
     _prune(graph)
-    for n in graph.node:
+    subgraphs.retype_bodies(graph, an, symbols)
+    for n in all_nodes(graph):
         n.name = _original_name(n.name)
     for rw in result.rewrites:
         rw["target"] = _original_name(rw["target"])
@@ -239,7 +246,7 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
 
 def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
-    nodes = {n.name: n for n in model.graph.node}
+    nodes = {n.name: n for n in all_nodes(model.graph)}
     rz = Realizer(an.symbols, {}, opset=opset_of(model))
     out = []
     for (node_name, _), need in an.shape_sites.items():
@@ -254,23 +261,13 @@ def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     return out
 
 
-def _used_names(node: onnx.NodeProto) -> set[str]:
-    """Inputs of a node, including outer-scope names its subgraphs read."""
-    used = set(node.input)
-    for a in node.attribute:
-        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-            inner = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {t.name for t in g.initializer}
-            used |= {i for n in g.node for i in _used_names(n)} - inner
-    return used - {""}
-
-
 def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Stable topological order (new nodes may read tensors computed inside the graph)."""
     import heapq
 
     ready_names = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     producer = {o: k for k, n in enumerate(nodes) for o in n.output}
-    waits = [{i for i in _used_names(n) if i in producer and i not in ready_names} for n in nodes]
+    waits = [{i for i in subgraphs.outer_reads(n) if i in producer and i not in ready_names} for n in nodes]
     users: dict[str, list[int]] = defaultdict(list)
     for k, w in enumerate(waits):
         for i in w:
@@ -374,24 +371,5 @@ def _set_io(model: onnx.ModelProto, specs: list[AxisSpec], an: Analysis, symbols
                 d.Clear()
                 d.dim_param = chosen[(vi.name, k)]
     for vo in graph.output:
-        info = an.infos.get(vo.name)
-        dims: list[int | str | None] = []
-        if info is None or info.shape is None:
-            vo.type.tensor_type.ClearField("shape")
-            result.outputs[vo.name] = None
-            continue
-        shape = vo.type.tensor_type.shape
-        shape.ClearField("dim")
-        for d in info.shape:
-            name = describe(d.vals, symbols)
-            dim = shape.dim.add()
-            if d.static:
-                dim.dim_value = d.s0
-                dims.append(d.s0)
-            elif name != "?":
-                dim.dim_param = name
-                dims.append(name)
-            else:
-                dims.append(None)
-        result.outputs[vo.name] = dims
+        result.outputs[vo.name] = subgraphs.set_shape(vo, an.infos.get(vo.name), symbols)
     del graph.value_info[:]
