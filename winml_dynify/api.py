@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from . import io
+from . import io, value_info
 from .analysis import Binding
 from .dims import N_POINTS
 from .errors import RefusedError, UsageError
@@ -85,6 +85,7 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     done = rewrite(original, specs, statics)
     _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
+    value_info.annotate(done.model)
     result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
     check_outputs(list(expect_outputs), result.outputs)
     if verify:
