@@ -27,6 +27,7 @@ class Realizer:
         self._cache: dict[object, str] = {}
         self._n = 0
         self.tags: list[onnx.StringStringEntryProto] = []
+        self.shapes: dict[str, tuple[int, list[int | str]]] = {}  # outputs whose symbolic shape is known
 
     def _name(self, kind: str) -> str:
         self._n += 1
@@ -104,6 +105,25 @@ class Realizer:
             self.nodes.append(check)
             self._cache[key] = name
         return self._cache[key]
+
+    def rows(self, data: str, shape: list[int], dtype: np.dtype, vals: Vals, limit: int, axis: int,
+             offset: int = 0) -> str:
+        """Entries ``offset .. offset + dim`` along ``axis`` of ``data`` (static ``shape``, numpy ``dtype``),
+        where the dim ``vals`` may be at most ``limit`` (checked by :meth:`at_most`).
+
+        The output's shape is recorded in ``shapes`` with the dim's symbol: shape inference cannot see
+        through the check (it would end at a fresh dim, or ``Min(limit, dim)``), but whenever the model
+        runs the Slice has exactly ``dim`` entries there.
+        """
+        size = self.at_most(vals, limit)
+        end = size if offset == 0 else self.node("Add", [size, self.const(np.array([offset], np.int64))])
+        out = self.node("Slice", [data, self.const(np.array([offset], np.int64)), end,
+                                  self.const(np.array([axis], np.int64))])
+        name = describe(vals, self.symbols)
+        if name != "?":
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+            self.shapes[out] = (elem, [*shape[:axis], name, *shape[axis + 1:]])
+        return out
 
     def vector(self, entries: list[int | Vals | str]) -> str:
         """An int64 vector; each entry is a literal int, a dim, or the name of a 1-element tensor."""
