@@ -62,6 +62,8 @@ def fused(path: Path) -> str:
 
 
 def analyze_figure(out: str) -> str:
+    """The summary's supported/partial/unsupported/unknown op counts (an analysis ends non-zero when not all
+    are supported)."""
     m = re.findall(r"\): (\d+/\d+/\d+/\d+)", out)
     return f"S/P/U/Unk {m[-1]}" if m else last_error(out)
 
@@ -100,7 +102,7 @@ def check(name: str, variants: dict[str, Path], env: dict[str, str], work: Path,
             cmd, figure = make(str(model), f"{name}_{tag}")
             code, out = run(cmd, env, work, work / f"{name}_{tag}_{label.split()[0]}.log")
             try:
-                detail = figure(out) if code == 0 else last_error(out)
+                detail = figure(out) if code == 0 or figure is analyze_figure else last_error(out)
             except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
                 detail = str(e)[:80]
             row.append(f"{'ok' if code == 0 else f'exit {code}'}: {detail}".rstrip(": "))

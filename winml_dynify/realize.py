@@ -61,7 +61,6 @@ class Realizer:
         self._cache: dict[object, str] = {}
         self._n = 0
         self.tags: list[onnx.StringStringEntryProto] = []
-        self.shapes: dict[str, tuple[int, list[int | str]]] = {}  # outputs whose symbolic shape is known
 
     def _name(self, kind: str) -> str:
         self._n += 1
@@ -143,24 +142,21 @@ class Realizer:
             self._cache[key] = name
         return self._cache[key]
 
-    def rows(self, data: str, shape: list[int], dtype: np.dtype, vals: Vals, limit: int, axis: int,
-             offset: int = 0) -> str:
-        """Entries ``offset .. offset + dim`` along ``axis`` of ``data`` (static ``shape``, numpy ``dtype``),
-        where the dim ``vals`` may be at most ``limit`` (checked by :meth:`at_most`).
+    def rows(self, data: str, vals: Vals, limit: int, axis: int, offset: int = 0) -> str:
+        """Entries ``offset .. offset + dim`` along ``axis`` of ``data``, where the dim ``vals`` may be at
+        most ``limit`` (checked by :meth:`at_most`).
 
-        The output's shape is recorded in ``shapes`` with the dim's symbol: shape inference cannot see
-        through the check (it would end at a fresh dim, or ``Min(limit, dim)``), but whenever the model
-        runs the Slice has exactly ``dim`` entries there.
+        A ``Gather`` of ``Range(offset, offset + dim)``, which shape inference follows (a Slice ending at
+        the checked dim would leave its length unknown), plus the check's zero (``checked - dim``): the
+        check stays in the graph, and onnxruntime cannot turn Range + Gather into a Slice, which would
+        clamp an out-of-range size instead of failing.
         """
-        size = self.at_most(vals, limit)
-        end = size if offset == 0 else self.node("Add", [size, self.const(np.array([offset], np.int64))])
-        out = self.node("Slice", [data, self.const(np.array([offset], np.int64)), end,
-                                  self.const(np.array([axis], np.int64))])
-        name = describe(vals, self.symbols)
-        if name != "?":
-            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-            self.shapes[out] = (elem, [*shape[:axis], name, *shape[axis + 1:]])
-        return out
+        start = self.const(np.array(offset, np.int64))
+        size = self.scalar(vals)
+        index = self.node("Range", [start, size if offset == 0 else self.node("Add", [size, start]),
+                                    self.const(np.array(1, np.int64))])
+        zero = self.node("Sub", [self.at_most(vals, limit), self.dim(vals)])
+        return self.node("Gather", [data, self.node("Add", [index, zero])], axis=axis)
 
     def vector(self, entries: list[int | Vals | str]) -> str:
         """An int64 vector; each entry is a literal int, a dim, or the name of a 1-element tensor."""

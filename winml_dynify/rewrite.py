@@ -40,8 +40,6 @@ class Rewritten:
     ranges: dict[str, SymbolRange] = field(default_factory=dict)
     # Reshape choices revised by the analysis, keyed by the Reshape's output (node names are temporary)
     choices: dict[tuple[str, int], Binding] = field(default_factory=dict)
-    # outputs of new nodes with a symbolic shape inference cannot derive: name -> (onnx type, dims)
-    shapes: dict[str, tuple[int, list[int | str]]] = field(default_factory=dict)
 
 
 def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> dict[str, list[Vals]]:
@@ -193,7 +191,6 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(rz.inits)
-    result.shapes = rz.shapes
     _prune(graph)
     for n in graph.node:
         n.name = _original_name(n.name)

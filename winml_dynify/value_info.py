@@ -21,15 +21,10 @@ Dims = list[int | str | None]
 _INLINE_LIMIT = 4096  # initializers with more elements are passed to the inferences as typed inputs
 
 
-def annotate(model: onnx.ModelProto, known: dict[str, tuple[int, Dims]] | None = None) -> int:
-    """Replace ``model``'s ``value_info`` with the inferred shapes of its intermediates; return their count.
-
-    ``known`` gives shapes the rewrite knows that inference cannot derive (name -> (onnx type, dims)):
-    those tensors enter the inferences as graph inputs of that shape, so what follows them is shaped too.
-    """
-    known = {k: v for k, v in (known or {}).items() if any(k in n.output for n in model.graph.node)}
-    light = _shapes_only(model, known)
-    found = {**_merge(_onnx_shapes(light), _symbolic_shapes(light)), **known}
+def annotate(model: onnx.ModelProto) -> int:
+    """Replace ``model``'s ``value_info`` with the inferred shapes of its intermediates; return their count."""
+    light = _shapes_only(model)
+    found = _merge(_onnx_shapes(light), _symbolic_shapes(light))
     outer = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output}
     outer |= {t.name for t in model.graph.initializer}
     del model.graph.value_info[:]
@@ -41,16 +36,14 @@ def annotate(model: onnx.ModelProto, known: dict[str, tuple[int, Dims]] | None =
     return len(model.graph.value_info)
 
 
-def _shapes_only(model: onnx.ModelProto, known: dict[str, tuple[int, Dims]]) -> onnx.ModelProto:
-    """The graph without its large weights (typed inputs instead: the inferences need shapes, not bytes),
-    and with the ``known`` tensors as typed inputs in place of the nodes that make them."""
+def _shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph without its large weights (typed inputs instead): the inferences need shapes, not bytes."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
     light.opset_import.extend(model.opset_import)
     g = light.graph
-    g.node.extend(n for n in model.graph.node if not any(o in known for o in n.output))
+    g.node.extend(model.graph.node)
     g.input.extend(model.graph.input)
-    g.input.extend(helper.make_tensor_value_info(k, elem, dims) for k, (elem, dims) in known.items())
     g.output.extend(model.graph.output)
     names = {vi.name for vi in model.graph.input}
     for t in model.graph.initializer:

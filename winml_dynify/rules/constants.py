@@ -205,12 +205,12 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
             kinds.append(f"rotary-{fn.lower()}")
         elif prefix is not None:
             tname, o, total = prefix
-            out = rz.rows(tname, list(core.shape), core.dtype, vals, total - o, a, o)
+            out = rz.rows(tname, vals, total - o, a, o)
             upper.append((vals, total - o, f"table '{tname}' has {total} rows"))
             kinds.append("table-prefix")
         elif prefix_ok and not axes[a].kind.startswith("arange") and core.shape[a] > 1:
             n = core.shape[a]  # the rest of the table is gone: keep the exported rows, bound the symbol
-            out = rz.rows(rz.const(core), list(core.shape), core.dtype, vals, n, a)
+            out = rz.rows(rz.const(core), vals, n, a)
             upper.append((vals, n, f"constant '{name}' holds only the {n} exported positions"))
             kinds.append("exported-prefix")
         else:
