@@ -226,9 +226,7 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
         out, kind = _relative_runtime(f, core, a, b, vals, dtype, rz)
         if out is None:
             n = core.shape[a]
-            size = rz.at_most(vals, n)
-            out = rz.node("Slice", [rz.const(core), rz.const(np.array([0, 0], np.int64)),
-                                    rz.node("Concat", [size, size], axis=0), rz.const(np.array([a, b], np.int64))])
+            out = rz.rows(rz.rows(rz.const(core), vals, n, a), vals, n, b)
             upper.append((vals, n, f"relative table '{name}' was exported for {n} positions"))
         kinds.append(kind)
     else:
