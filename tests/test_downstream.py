@@ -284,6 +284,15 @@ def test_fixing_the_symbols_again_gives_the_static_graph(name, tmp_path):
     assert not got - want, (want, got)
 
 
+# Dynified fixtures on which symbolic shape inference without auto_merge stops incomplete, and why
+SSI_INCOMPLETE = {
+    "swin": "window padding is a Pad with run-time pads: fresh dims it cannot reduce back to the batch",
+    "swinv2": "window padding is a Pad with run-time pads: fresh dims it cannot reduce back to the batch",
+    "unet_toy": "a skip Concat of floor(h/2)+1 and 2*floor(floor(h/2-1/2)/2)+2 rows: equal at the symbol's "
+                "multiples only, which it cannot know",
+}
+
+
 @pytest.mark.downstream
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_symbolic_shape_inference_on_every_fixture(case, tmp_path, monkeypatch):
@@ -299,4 +308,8 @@ def test_symbolic_shape_inference_on_every_fixture(case, tmp_path, monkeypatch):
         SymbolicShapeInference.infer_shapes(original, auto_merge=False)
     except Exception:  # the tool's own limits on the static export are not the rewrite's doing
         pytest.skip("symbolic shape inference does not finish on the static export either")
-    assert SymbolicShapeInference.infer_shapes(model, auto_merge=False) is not None
+    if case["name"] in SSI_INCOMPLETE:
+        with pytest.raises(Exception, match="Incomplete symbolic shape inference"):
+            SymbolicShapeInference.infer_shapes(model, auto_merge=False)
+    else:
+        assert SymbolicShapeInference.infer_shapes(model, auto_merge=False) is not None
