@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test lint bench fixtures eval clean downstream winml-check
+.PHONY: install demo test test-large lint bench fixtures eval clean downstream winml-check
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ demo: install
 		--reference fixtures/bert_tiny/ref_batch3_seq24.onnx --report out/bert_tiny.report.json
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not large and not downstream"
+
+test-large: install
+	$(BIN)/pytest -q -m large
 
 # onnxruntime's quantization, symbolic shape inference, transformer optimizer and make_dynamic_shape_fixed
 # on dynified fixtures (a few minutes).
@@ -57,6 +60,7 @@ fixtures:
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
+	.venv-fixtures/bin/python fixtures/vision/make_vision_fixtures.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
