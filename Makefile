@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test test-large lint bench fixtures fixtures-tf eval clean
+.PHONY: install demo test test-large lint bench fixtures fixtures-tf eval clean downstream winml-check
 
 install: $(VENV)/.installed
 
@@ -22,10 +22,29 @@ demo: install
 		--reference fixtures/bert_tiny/ref_batch3_seq24.onnx --report out/bert_tiny.report.json
 
 test: install
-	$(BIN)/pytest -q -m "not large"
+	$(BIN)/pytest -q -m "not large and not downstream"
 
 test-large: install
 	$(BIN)/pytest -q -m large
+
+# onnxruntime's quantization, symbolic shape inference, transformer optimizer and make_dynamic_shape_fixed
+# on dynified fixtures (a few minutes).
+downstream: install
+	$(BIN)/pytest -q -m downstream tests/test_downstream.py
+
+# winml-cli's own tools (analyze, optimize, quantize, perf, eval) on a dynified `winml export`, next to
+# winml's static export and its --dynamic-axes re-export. winml-cli pins onnx 1.18: it gets its own venv
+# (torch and transformers included, several GB); tiny checkpoints are built locally, nothing is downloaded.
+WINML_VENV ?= .venv-winml
+winml-check: install $(WINML_VENV)/.installed
+	$(WINML_VENV)/bin/python bench/winml_check.py --dynify $(CURDIR)/$(BIN)/winml-dynify
+
+$(WINML_VENV)/.installed:
+	$(PYTHON) -m venv $(WINML_VENV)
+	$(WINML_VENV)/bin/pip install -q --upgrade pip
+	$(WINML_VENV)/bin/pip install -q "winml-cli==0.4.0" "transformers>=4.57,<4.58" "optimum==2.1.0" \
+		"optimum-onnx==0.1.0" onnxruntime
+	touch $@
 
 lint: install
 	$(BIN)/ruff check winml_dynify tests bench fixtures/make_inputs.py fixtures/make_tf_fixtures.py

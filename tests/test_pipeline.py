@@ -131,7 +131,8 @@ def test_plan_writes_no_sidecar(tmp_path):
 
 
 def test_sidecar_of_a_real_winml_export(tmp_path):
-    """winml/bert: node tags live only in the sidecar; entries for nodes not in the model are kept."""
+    """winml/bert: node tags live only in the sidecar; entries for nodes not in the model are dropped, and
+    the statistics count the nodes that carry a tag in the file (none)."""
     out = tmp_path / "bert.onnx"
     p = cli(REAL_BERT, "--dynamic-batch", "--dynamic-seq", "-o", out, "--no-check")
     assert p.returncode == 0, p.stderr
@@ -139,11 +140,13 @@ def test_sidecar_of_a_real_winml_export(tmp_path):
     new = json.loads((tmp_path / "bert_htp_metadata.json").read_text())
     model, original = onnx.load(out), onnx.load(REAL_BERT)
     stale = set(old["nodes"]) - {n.name for n in original.graph.node}
-    assert stale and stale <= set(new["nodes"])
+    assert stale and not stale & set(new["nodes"])
+    assert set(new["nodes"]) <= {n.name for n in model.graph.node}
     added = [n.name for n in model.graph.node if n.name.startswith("dynify/")]
     assert added and all(new["nodes"][a].startswith("/BertModel") for a in added)
     assert new["statistics"]["onnx_nodes"] == len(model.graph.node)
-    assert new["statistics"]["coverage_percentage"] == 100.0
+    assert not any(props(n).get("winml.hierarchy.tag") for n in model.graph.node)
+    assert new["statistics"]["tagged_nodes"] == 0 and new["statistics"]["coverage_percentage"] == 0.0
     assert new["tracing"]["inputs"]["input_ids"]["shape"] == ["batch", "sequence_length"]
     assert new["export_context"] == old["export_context"] and new["modules"] == old["modules"]
     written = (tmp_path / "bert_htp_metadata.json").read_text().splitlines()
@@ -151,7 +154,8 @@ def test_sidecar_of_a_real_winml_export(tmp_path):
 
 
 def test_sidecar_update_on_a_synthetic_graph():
-    """Removed nodes leave, added nodes take their metadata tag or their consumer's, unknown keys stay."""
+    """Removed (and stale) nodes leave, added nodes take their metadata tag or their consumer's, unknown keys
+    stay."""
     def tagged(node, tag):
         node.metadata_props.add(key="winml.hierarchy.tag", value=tag)
         return node
@@ -163,13 +167,14 @@ def test_sidecar_update_on_a_synthetic_graph():
                            helper.make_node("Identity", ["b"], ["c"], name="dynify/untagged_2"),
                            helper.make_node("Identity", ["c"], ["y"], name="consumer")],
                           [tensor("x", ["batch", 3])], [tensor("y", ["batch", 3])])
-    data = {"nodes": {"keep": "/M", "gone": "/M/Gone", "consumer": "/M/Head"}, "custom": {"k": [1, 2]},
+    data = {"nodes": {"keep": "/M", "gone": "/M/Gone", "consumer": "/M/Head", "stale": "/M/Old"},
+            "custom": {"k": [1, 2]},
             "modules": {"traced_tag": "/M"}, "statistics": {"onnx_nodes": 2, "tagged_nodes": 2, "extra": "x"},
             "io": {"inputs": [{"name": "x", "shape": [2, 3]}], "outputs": [{"name": "y", "shape": [2, 3]}]}}
     new = sidecar.update(data, original, dynified)
     assert new["nodes"] == {"keep": "/M", "consumer": "/M/Head", "dynify/tagged_1": "/M/Sub",
                             "dynify/untagged_2": "/M/Head"}
-    assert new["statistics"] == {"onnx_nodes": 4, "tagged_nodes": 4, "extra": "x"}
+    assert new["statistics"] == {"onnx_nodes": 4, "tagged_nodes": 1, "extra": "x"}  # one node carries a tag
     assert new["io"] == {"inputs": [{"name": "x", "shape": ["batch", 3]}],
                          "outputs": [{"name": "y", "shape": ["batch", 3]}]}
     assert new["custom"] == {"k": [1, 2]} and data["nodes"]["gone"] == "/M/Gone"

@@ -99,7 +99,7 @@ def test_slice_of_a_table_bounds_the_symbol(rng):
     assert res.ranges["seq"].max == 40
     x = rng.standard_normal((2, 11, 8)).astype(np.float32)
     np.testing.assert_allclose(run(res.model, {"x": x})[0], x + table[:11])
-    with pytest.raises(Exception, match="check_seq_at_most_40"):  # out of range: a clear, named failure
+    with pytest.raises(Exception, match="seq_must_be_at_most_40"):  # out of range: a clear, named failure
         run(res.model, {"x": rng.standard_normal((1, 41, 8)).astype(np.float32)})
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from . import io
+from . import io, value_info
 from .analysis import Binding, all_nodes
 from .dims import N_POINTS
 from .errors import RefusedError, UsageError
@@ -99,6 +99,7 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     done = rewrite(original, specs, statics, inplace=owned and not verify)
     _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
+    value_info.annotate(done.model)
     result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
     check_outputs(list(expect_outputs), result.outputs)
     if verify:

@@ -188,8 +188,14 @@ def _gather(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
         vals = []
         for p in range(N_POINTS):
             d, i = data.value_at(p), idx.value_at(p)
-            vals.append(d[np.where(i < 0, i + d.shape[0], i)])
-        if data.origins:
+            if np.array_equal(d, np.arange(d.shape[0])) and np.all(i >= 0):
+                vals.append(i)  # the sizes 0..n of a range check: the size itself (sample points may exceed n)
+            elif np.all((i >= -d.shape[0]) & (i < d.shape[0])):
+                vals.append(d[np.where(i < 0, i + d.shape[0], i)])
+            else:  # a sample point beyond a bounded table: no value
+                vals = None
+                break
+        if data.origins and vals is not None:
             n = len(data.origins)
             origins = [data.origins[(v[0] + n) % n] for v in idx.value]
     return [_with_value(shape, vals, data.dtype, origins)]

@@ -81,12 +81,19 @@ class Realizer:
             self.nodes.append(n)
         return out
 
-    def _symbol(self, name: str) -> str:
-        key = ("sym", name)
-        if key not in self._cache:  # Shape + Gather rather than Shape(start, end): every folder knows it
+    def _symbol(self, name: str, scalar: bool = False) -> str:
+        """The size of symbol ``name``: a 1-element vector, or a 0-D scalar when ``scalar`` is set.
+
+        Both are ``Gather(Shape(input), axis)`` (a 0-D index gives the scalar): the forms exporters emit,
+        which every folder and onnxruntime's symbolic shape inference follow.
+        """
+        key = ("sym", name, scalar)
+        if key not in self._cache:
             inp, axis = self.sources[name]
-            shape = self.node("Shape", [inp])
-            self._cache[key] = self.node("Gather", [shape, self.const(np.array([axis], np.int64))])
+            if ("shape", inp) not in self._cache:
+                self._cache[("shape", inp)] = self.node("Shape", [inp])
+            index = np.array(axis, np.int64) if scalar else np.array([axis], np.int64)
+            self._cache[key] = self.node("Gather", [self._cache[("shape", inp)], self.const(index)])
         return self._cache[key]
 
     def dim(self, vals: Vals) -> str:
@@ -117,22 +124,39 @@ class Realizer:
         return out
 
     def at_most(self, vals: Vals, limit: int) -> str:
-        """The dim ``vals`` at run time, failing in a node named ``dynify/check_<dim>_at_most_<limit>``
-        when it exceeds ``limit`` (a negative ConstantOfShape), rather than in some later broadcast."""
+        """The dim ``vals`` at run time, failing in a node named ``dynify/<dim>_must_be_at_most_<limit>``
+        when it exceeds ``limit``, rather than in some later broadcast.
+
+        The check is a ``Gather`` of the dim from the sizes ``0..limit``: the same value when in range, and
+        onnxruntime's error names the node, the size given and the range (``idx=128 must be within the
+        inclusive range [-65,64]``).
+        """
         key = ("at_most", vals, limit)
         if key not in self._cache:
-            dim = self.dim(vals)
-            room = self.node("Sub", [self.const(np.array([limit], np.int64)), dim])
             label = describe(vals, self.symbols).replace("*", "_")
-            at_opset("ConstantOfShape", [room], {}, self.opset, self.const)  # refuses below opset 9
-            check = helper.make_node("ConstantOfShape", [room], [f"dynify/check_{label}_at_most_{limit}"],
-                                     name=f"dynify/check_{label}_at_most_{limit}",
-                                     value=numpy_helper.from_array(np.zeros(1, np.int64)))
+            name = f"dynify/{label}_must_be_at_most_{limit}"
+            sizes = self.const(np.arange(limit + 1, dtype=np.int64), f"sizes_up_to_{limit}")
+            check = helper.make_node("Gather", [sizes, self.dim(vals)], [name], name=name)
             check.metadata_props.extend(self.tags)
             self.nodes.append(check)
-            zero = self.node("ReduceSum", [check.output[0]], keepdims=1)
-            self._cache[key] = self.node("Add", [dim, zero])
+            self._cache[key] = name
         return self._cache[key]
+
+    def rows(self, data: str, vals: Vals, limit: int, axis: int, offset: int = 0) -> str:
+        """Entries ``offset .. offset + dim`` along ``axis`` of ``data``, where the dim ``vals`` may be at
+        most ``limit`` (checked by :meth:`at_most`).
+
+        A ``Gather`` of ``Range(offset, offset + dim)``, which shape inference follows (a Slice ending at
+        the checked dim would leave its length unknown), plus the check's zero (``checked - dim``): the
+        check stays in the graph, and onnxruntime cannot turn Range + Gather into a Slice, which would
+        clamp an out-of-range size instead of failing.
+        """
+        start = self.const(np.array(offset, np.int64))
+        size = self.scalar(vals)
+        index = self.node("Range", [start, size if offset == 0 else self.node("Add", [size, start]),
+                                    self.const(np.array(1, np.int64))])
+        zero = self.node("Sub", [self.at_most(vals, limit), self.dim(vals)])
+        return self.node("Gather", [data, self.node("Add", [index, zero])], axis=axis)
 
     def vector(self, entries: list[int | Vals | str]) -> str:
         """An int64 vector; each entry is a literal int, a dim, or the name of a 1-element tensor."""
@@ -149,11 +173,24 @@ class Realizer:
         return out
 
     def scalar(self, vals: Vals) -> str:
-        """A 0-D int64 tensor holding the dim ``vals``."""
+        """A 0-D int64 tensor holding the dim ``vals``: scalar ``Gather(Shape(x), axis)`` of each symbol,
+        multiplied, or element 0 of :meth:`dim` (never ``Reshape(dim, [])``, which symbolic shape
+        inference cannot follow into ``Range``)."""
         key = ("scalar", vals)
-        if key not in self._cache:
-            if is_static(vals):
-                self._cache[key] = self.const(np.array(vals[0], np.int64))
-            else:
-                self._cache[key] = self.node("Reshape", [self.dim(vals), self.const(np.array([], np.int64))])
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        f = None if is_static(vals) else factor(vals, self.symbols)
+        if is_static(vals):
+            out = self.const(np.array(vals[0], np.int64))
+        elif f is None:
+            out = self.node("Gather", [self.dim(vals), self.const(np.array(0, np.int64))])
+        else:
+            c, powers = f
+            parts = [self._symbol(s, scalar=True) for s, e in powers.items() for _ in range(e)]
+            out = parts[0]
+            for p in parts[1:]:
+                out = self.node("Mul", [out, p])
+            if c != 1:
+                out = self.node("Mul", [out, self.const(np.array(c, np.int64))])
+        self._cache[key] = out
+        return out

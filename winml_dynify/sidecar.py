@@ -1,9 +1,11 @@
 """The ``<model>_htp_metadata.json`` sidecar that ``winml export`` writes beside a model, kept true.
 
-The dynified model gets its own sidecar (``<output stem>_htp_metadata.json``): ``nodes`` loses the nodes
-the rewrite removed and gains the nodes it added (tagged like the node they serve), ``statistics`` and the
-export report's ``node_tagging`` counts describe the written model (node count, tagged count, coverage),
-input/output specs show the symbolic dims, the model and sidecar paths under ``outputs`` follow the new
+The dynified model gets its own sidecar (``<output stem>_htp_metadata.json``) that describes it exactly:
+``nodes`` names only nodes of the written model (entries for nodes it lacks are dropped, also those already
+stale in the input's sidecar) and gains the nodes the rewrite added (tagged like the node they serve);
+``statistics`` and the export report's ``node_tagging`` counts are those of the written model (node count,
+nodes that carry a ``winml.hierarchy.tag``, coverage, nodes per tag); input/output specs show the symbolic
+dims, the model and sidecar paths under ``outputs`` follow the new
 names, and a ``winml_dynify`` entry records the symbols and their ranges. Every other key is carried over
 untouched.
 """
@@ -127,25 +129,28 @@ def update(data: dict, original: onnx.ModelProto, dynified: onnx.ModelProto, *, 
     for name in added:
         if not tags[name]:
             tags[name] = _served_tag(by_name[name], consumers, tags) or root
-    if nodes is not None:
-        for name in removed:
-            nodes.pop(name, None)
+    if nodes is not None:  # only nodes of the written model, even where the input's map was already stale
+        for name in [k for k in nodes if k not in after_names]:
+            del nodes[name]
         for name in added:
             if tags[name]:
                 nodes[name] = tags[name]
 
     total = len(after)
-    tagged = sum(1 for n in after if tags.get(n.name))
+    carried = [node_tag(n) for n in after if node_tag(n)]  # tags the written model's nodes actually carry
+    tagged = len(carried)
     coverage = round(100.0 * tagged / total, 2) if total else 0.0
     _refresh(data.get("statistics"), {"onnx_nodes": total, "tagged_nodes": tagged, "empty_tags": total - tagged,
                                       "coverage_percentage": coverage})
     steps = data.get("report", {}).get("steps", {}) if isinstance(data.get("report"), dict) else {}
     tagging = steps.get("node_tagging") if isinstance(steps, dict) else None
     if isinstance(tagging, dict):
-        per_tag = Counter(tags.get(n.name) for n in after if tags.get(n.name))
+        per_tag = Counter(carried)
         _refresh(tagging, {"total_nodes": total, "tagged_nodes_count": tagged, "coverage_percentage": coverage,
                            "nodes_per_tag": dict(sorted(per_tag.items()))})
         _refresh(tagging.get("coverage"), {"percentage": coverage, "total_onnx_nodes": total, "tagged_nodes": tagged})
+        _tagging_statistics(tagging, carried, root, {n.name for n in original.graph.node if node_tag(n)}
+                            == {n.name for n in after if node_tag(n)})
 
     _update_io_specs(data, _io_dims(dynified))
 
@@ -169,6 +174,20 @@ def update(data: dict, original: onnx.ModelProto, dynified: onnx.ModelProto, *, 
         "nodes_removed": len(removed),
     }
     return data
+
+
+def _tagging_statistics(tagging: dict, carried: list[str], root: str, same_nodes: bool) -> None:
+    """``node_tagging.statistics``: root/scoped node and scope counts of the written model's tags; the
+    counts of how the export matched each tag are kept only while the tagged nodes are the exported ones."""
+    stats = tagging.get("statistics")
+    if not isinstance(stats, dict):
+        return
+    _refresh(stats, {"root_nodes": sum(1 for t in carried if t == root),
+                     "scoped_nodes": sum(1 for t in carried if t != root),
+                     "unique_scopes": len({t for t in carried if t != root})})
+    if not same_nodes:
+        for key in [k for k in stats if k.endswith(("_matches", "_fallbacks"))]:
+            del stats[key]
 
 
 def _refresh(section: object, values: dict) -> None:

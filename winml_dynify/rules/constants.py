@@ -205,15 +205,12 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
             kinds.append(f"rotary-{fn.lower()}")
         elif prefix is not None:
             tname, o, total = prefix
-            size = rz.at_most(vals, total - o)
-            end = size if o == 0 else rz.node("Add", [size, rz.const(np.array([o], np.int64))])
-            out = rz.node("Slice", [tname, rz.const(np.array([o], np.int64)), end, rz.const(np.array([a], np.int64))])
+            out = rz.rows(tname, vals, total - o, a, o)
             upper.append((vals, total - o, f"table '{tname}' has {total} rows"))
             kinds.append("table-prefix")
         elif prefix_ok and not axes[a].kind.startswith("arange") and core.shape[a] > 1:
             n = core.shape[a]  # the rest of the table is gone: keep the exported rows, bound the symbol
-            out = rz.node("Slice", [rz.const(core), rz.const(np.array([0], np.int64)), rz.at_most(vals, n),
-                                    rz.const(np.array([a], np.int64))])
+            out = rz.rows(rz.const(core), vals, n, a)
             upper.append((vals, n, f"constant '{name}' holds only the {n} exported positions"))
             kinds.append("exported-prefix")
         else:
@@ -229,9 +226,7 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
         out, kind = _relative_runtime(f, core, a, b, vals, dtype, rz)
         if out is None:
             n = core.shape[a]
-            size = rz.at_most(vals, n)
-            out = rz.node("Slice", [rz.const(core), rz.const(np.array([0, 0], np.int64)),
-                                    rz.node("Concat", [size, size], axis=0), rz.const(np.array([a, b], np.int64))])
+            out = rz.rows(rz.rows(rz.const(core), vals, n, a), vals, n, b)
             upper.append((vals, n, f"relative table '{name}' was exported for {n} positions"))
         kinds.append(kind)
     else:
