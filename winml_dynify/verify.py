@@ -25,6 +25,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from .dims import parse
 from .rewrite import SymbolRange
 from .spec import AxisSpec
 
@@ -169,9 +170,12 @@ def _along(axis: int, rank: int, sl: slice) -> tuple:
 
 def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
                  override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
-    """The original shape, each symbol moved alone through its values, then all moved together."""
+    """The original shape, each symbol moved alone through its values, then all moved together. A symbol
+    the graph requires to equal a polynomial of the others (``total == past + seq``) follows them."""
     per: dict[str, list[int]] = {}
     for s, r in ranges.items():
+        if r.equals is not None:
+            continue
         if override and s in override:
             per[s] = override[s]
             continue
@@ -192,6 +196,7 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
         shapes.append({s: vals[0] for s, vals in per.items()})
     out = []
     for sh in shapes:
+        sh.update({s: r.equals.evaluate(sh) for s, r in ranges.items() if r.equals is not None})
         if sh not in out:
             out.append(sh)
     return out
@@ -237,6 +242,9 @@ class Verifier:
         self.statics = ({s: r.static for s, r in self.ranges.items()} if self.ranges else
                         {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs})
         self.role_notes: dict[str, str] = {}
+        for s, r in self.ranges.items():  # it moves with the symbols of its polynomial, never alone
+            if r.equals is not None and s in self.roles:
+                self.roles[s] = "derived"
         self._settle_batch_roles()
         self._settle_token_roles()
 
@@ -337,8 +345,7 @@ class Verifier:
             if isinstance(d, int):
                 out.append(d)
             else:
-                out.append(int(np.prod([values[p] for p in d.split("*") if not p.isdigit()]))
-                           * int(np.prod([int(p) for p in d.split("*") if p.isdigit()] or [1])))
+                out.append(parse(d).evaluate(values))
         return out
 
     def _check(self, values: dict[str, int], level: str) -> Check:
@@ -411,6 +418,8 @@ class Verifier:
         batch = [s for s, r in self.roles.items() if r == "batch"]
         seq = [s for s, r in self.roles.items() if r in ("seq", "prefix")]
         other = [s for s, r in self.roles.items() if r == "other" and values[s] != self.statics[s]]
+        if not other:  # a derived axis (a mask's ``total``) shortens with the sequence it follows: pad it
+            seq += [s for s, r in self.roles.items() if r == "derived" and values[s] < self.statics[s]]
         if other:
             why = "; ".join(self.role_notes[s] for s in other if s in self.role_notes)
             return None, None, f"no oracle for {', '.join(other)} other than --reference" + (f" ({why})" if why else "")
@@ -454,8 +463,8 @@ class Verifier:
             for out, take in groups:
                 a = out[j]
                 for ax, d in enumerate(dims):
-                    if d in seq:
-                        a = np.take(a, range(values[d]), axis=ax)
+                    if isinstance(d, str) and (d in seq or parse(d).symbols & set(seq)):
+                        a = np.take(a, range(parse(d).evaluate(values)), axis=ax)
                 bax = next((ax for ax, d in enumerate(dims) if d in batch), None)
                 if bax is None and len(groups) > 1:
                     break
