@@ -38,6 +38,7 @@ fixtures:
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
+	.venv-fixtures/bin/python fixtures/make_kv_fixtures.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -23,16 +23,17 @@ from .constants import Regenerated
 def shifted_range(arr: np.ndarray, dtype: int, axes: dict[int, Binding], sizes: set[Poly],
                   symbols: dict[str, Symbol], rz: Realizer,
                   rows: int | None = None) -> tuple[Regenerated, Poly, Poly] | None:
-    """``Range(start, start + n)`` shaped like ``arr`` when its content is ``c + index`` along its one bound
+    """``Range(start, start + n)`` shaped like ``arr`` when its content is ``c + index`` (integers, also when
+    stored as floats) along its one bound
     axis (all other axes of size 1), ``c != 0``, and the graph's ``sizes`` name exactly one symbolic
     start; None otherwise. Also returns the range's start and end. ``rows``: the range indexes a table of that many
     rows, so its end is checked at run time not to pass it."""
-    if len(axes) != 1 or arr.dtype.kind not in "iu" or arr.size < 2:
+    if len(axes) != 1 or arr.dtype.kind not in "iuf" or arr.size < 2:
         return None
     (a, b), = axes.items()
     if b.kind != "follow" or any(n != 1 for k, n in enumerate(arr.shape) if k != a):
         return None
-    line = arr.reshape(-1).astype(np.int64)
+    line = arr.reshape(-1).astype(np.float64)  # rotary positions are float
     c = int(line[0])
     n = fit(b.vals, symbols)
     if c == 0 or n is None or not np.array_equal(line, c + np.arange(line.size)):
