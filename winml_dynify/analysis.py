@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
+from . import io
 from .dims import Dim, Origin, Poly, Symbol, Vals, const, describe, evaluate, factor, fit
 from .errors import RefusedError
 
@@ -254,7 +254,7 @@ class Lazy:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = numpy_helper.to_array(self._proto)
+            self._array = io.tensor_array(self._proto)  # from its external file if it has one
         return self._array
 
 
@@ -300,6 +300,7 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict,
               fits: dict) -> Ctx:
     from .ops import HANDLERS, fallback  # the op table lives beside the analysis
+    from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
 
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model))
@@ -319,7 +320,9 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
         ins = [ctx.info(i) for i in node.input]
         if any(i is None for i, name in zip(ins, node.input, strict=True) if name):
             continue  # an unknown input leaves the outputs unknown
-        handler = HANDLERS.get((node.domain or "", node.op_type), fallback)
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        handler = HANDLERS.get((domain, node.op_type)) or (
+            ort_fallback if domain.startswith("com.microsoft") else fallback)
         outs = handler(ctx, node, ins)
         for name, info in zip(node.output, outs, strict=False):
             if name and info is not None:

@@ -530,6 +530,15 @@ def _split(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
     return outs
 
 
+def _input_size(ctx: Ctx, rank: int, axis: int, size: int) -> Vals | None:
+    """The symbolic dim at ``axis`` of the graph inputs of rank ``rank`` whose exported size is ``size``, when
+    exactly one does: a baked resize target equal to it is the input's size (``interpolate(x,
+    size=image.shape[-2:])`` folded at export)."""
+    found = {d.vals for vi in ctx.graph.input if (info := ctx.info(vi.name)) is not None and info.shape
+             and len(info.shape) == rank for d in [info.shape[axis]] if not d.static and d.s0 == size}
+    return found.pop() if len(found) == 1 else None
+
+
 @op("Resize", "Upsample")
 def _resize(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     x = ins[0]
@@ -538,10 +547,16 @@ def _resize(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
         if entries is None:
             return [None]
         out = []
-        for i, t in zip(x.shape, entries, strict=True):
+        for k, (i, t) in enumerate(zip(x.shape, entries, strict=True)):
             if not i.static and t.static and t.s0 == i.s0:
                 out.append(ctx.equate(i, t))
+            elif not i.static and t.static and (size := _input_size(ctx, len(x.shape), k, t.s0)) is not None:
+                if t.origin is not None:
+                    ctx.bind(t.origin, size)
+                out.append(Dim(size, t.origin))
             elif not i.static and t.static:
+                # a consumer (Add, Concat) may still bind it to the size of another branch: only the
+                # last pass's conflicts count
                 ctx.conflict(f"resize of {ctx.name(i.vals)} to a baked size {t.s0}: a fixed size or a scale "
                              "factor, the graph does not tell")
                 out.append(t)
@@ -591,17 +606,6 @@ def _matmul(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
     return [TInfo(_matmul_shape(ctx, ins[0].shape, ins[1].shape), None, None, ins[0].dtype)]
 
 
-@op("FusedMatMul", domain="com.microsoft")
-def _fused_matmul(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    a, b = list(ins[0].shape), list(ins[1].shape)
-    if ctx.attr("transA", 0):
-        a[-2], a[-1] = a[-1], a[-2]
-    if ctx.attr("transB", 0):
-        b[-2], b[-1] = b[-1], b[-2]
-    return [TInfo(_matmul_shape(ctx, a, b), None, None, ins[0].dtype)]
-
-
-@op("FusedGemm", domain="com.microsoft")
 @op("Gemm")
 def _gemm(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     a, b = ins[0].shape, ins[1].shape
@@ -631,7 +635,7 @@ def _conv_out(ctx: Ctx, x: list[Dim], kernel: list[int], out_ch: Dim | None) -> 
             else:
                 num = v + pads[k] + pads[k + n] - dil[k] * (kernel[k] - 1) - 1
                 vals.append((-(-num // strides[k]) if ceil_mode else num // strides[k]) + 1)
-        spatial.append(Dim(tuple(vals)))
+        spatial.append(d if tuple(vals) == d.vals else Dim(tuple(vals)))  # a size kept keeps its origin
     return [x[0], out_ch if out_ch is not None else x[1], *spatial]
 
 
@@ -694,25 +698,6 @@ def _rnn(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo 
     y = [batch, seq, dirs, hidden] if layout else [seq, dirs, batch, hidden]
     outs = [TInfo(y, None, None, x.dtype), TInfo(state, None, None, x.dtype), TInfo(state, None, None, x.dtype)]
     return outs[: len(node.output)]
-
-
-# -- onnxruntime contrib ops found in optimised graphs ---------------------------------------------
-@op("Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "LayerNormalization",
-    domain="com.microsoft")
-def _contrib_same(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    x = ins[0]
-    if node.op_type.startswith("Skip") and ins[1] is not None:
-        _broadcast_shapes(ctx, [x.shape, ins[1].shape])
-    return [TInfo(x.shape, None, None, x.dtype)] + [None] * (len(node.output) - 1)
-
-
-@op("Attention", domain="com.microsoft")
-def _contrib_attention(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    x, w = ins[0], ins[1]
-    sizes = ctx.attr("qkv_hidden_sizes")
-    hv = sizes[2] if sizes else w.shape[1].s0 // 3
-    return [TInfo([x.shape[0], x.shape[1], Dim(const(hv))], None, None, x.dtype)]
 
 
 def fallback(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:

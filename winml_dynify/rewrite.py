@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 
 import onnx
 
-from .analysis import Analysis, Binding, analyse, constants
+from .analysis import Analysis, Binding, analyse, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, row_index
+from .rules import divisor, grids, row_index
 from .rules.constants import regenerate
 from .rules.positions import graph_sizes, shifted_range
 from .rules.shape_inputs import RULES
@@ -71,22 +72,22 @@ def name_nodes(graph: onnx.GraphProto) -> None:
 
 
 def _prune(graph: onnx.GraphProto) -> int:
-    """Drop nodes whose outputs nobody reads, and unused initializers. Returns nodes removed."""
-    removed = 0
-    while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-        removed += len(dead)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-    return removed
+    """Drop nodes whose outputs nobody reads (subgraph reads included), and unused initializers, in one
+    backward sweep over the topologically ordered nodes. Deletes by index: no message is copied or
+    compared. Returns nodes removed."""
+    live = {o.name for o in graph.output}
+    dead = []
+    for k in range(len(graph.node) - 1, -1, -1):
+        n = graph.node[k]
+        if any(o in live for o in n.output):
+            live |= _used_names(n)
+        else:
+            dead.append(k)
+    for k in dead:  # descending
+        del graph.node[k]
+    for k in [k for k, t in enumerate(graph.initializer) if t.name not in live][::-1]:
+        del graph.initializer[k]
+    return len(dead)
 
 
 def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
@@ -117,9 +118,14 @@ def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[s
     return an, {}
 
 
-def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> Rewritten:
-    """Make the requested axes symbolic and rewrite every baked constant that depends on them."""
-    model = copy.deepcopy(model)
+def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int], *,
+            inplace: bool = False) -> Rewritten:
+    """Make the requested axes symbolic and rewrite every baked constant that depends on them.
+
+    Works on a copy of ``model`` unless ``inplace`` (then ``model`` itself becomes the result, and is left
+    half-rewritten when the rewrite is refused)."""
+    if not inplace:
+        model = copy.deepcopy(model)
     graph = model.graph
     name_nodes(graph)
     an = analyse_request(model, specs, statics)
@@ -128,9 +134,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
-    rz = Realizer(symbols, sources, an.dim_sources, an.relations)
+    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations)
     if an.conflicts:
-        _first_unbuildable(model, an, Realizer(symbols, sources), specs)
+        _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs, an.ties))
     nodes = {n.name: n for n in graph.node}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
@@ -192,7 +198,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             continue
         try:
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
-            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok)
+            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs, an.ties)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
@@ -260,7 +266,7 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
 def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
     nodes = {n.name: n for n in model.graph.node}
-    rz = Realizer(an.symbols, {})
+    rz = Realizer(an.symbols, {}, opset=opset_of(model))
     out = []
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
@@ -361,7 +367,7 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
         try:
             lazy, dtype = consts[cname]
             prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
-            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok)
+            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs, an.ties)}") from None
 
