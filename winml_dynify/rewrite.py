@@ -137,7 +137,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations)
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
-        raise RefusedError(_refusal(an.conflicts, specs, an.ties))
+        raise RefusedError(_refusal(an.conflicts, specs, an.ties, model.graph))
     nodes = {n.name: n for n in graph.node}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
@@ -200,7 +200,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
             regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
-            raise RefusedError(f"{e}{_hint(specs, an.ties)}") from None
+            raise RefusedError(f"{e}{_hint(specs, an.ties, model.graph)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
         for n, k in users:
             n.input[k] = regen.tensor
@@ -325,25 +325,35 @@ def _original_name(name: str) -> str:
     return "" if base == "node" else base
 
 
-def _refusal(conflicts: list[str], specs: list[AxisSpec], ties: list[tuple[str, int, str]]) -> str:
+def _refusal(conflicts: list[str], specs: list[AxisSpec], ties: list[tuple[str, int, str]],
+             graph: onnx.GraphProto) -> str:
     head = conflicts[0]
     more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs, ties)}"
+    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs, ties, graph)}"
 
 
-def _hint(specs: list[AxisSpec], ties: list[tuple[str, int, str]]) -> str:
-    """Input axes left static that the data flow ties to a requested symbol (an attention mask whose
-    length meets the sequence's), else the request without its non-batch symbols. Axes that merely have
-    the same size as a requested one are never suggested."""
+def _hint(specs: list[AxisSpec], ties: list[tuple[str, int, str]], graph: onnx.GraphProto) -> str:
+    """Input axes left static that should follow a requested symbol: those the data flow ties to it, and
+    those of the same layout (rank and element type) as an input carrying it, at the same axis and size (an
+    attention mask beside the token ids); an axis that merely has the same size (the heads axis of a KV
+    cache equal to seq) is never suggested. Else the request without its non-batch symbols."""
     chosen = {(s.input, s.axis) for s in specs}
     symbols = {s.symbol for s in specs}
-    untied = []
-    for name, axis, dim in ties:
-        if dim in symbols and (name, axis) not in chosen:
-            untied.append(f"--axis {name}:{axis}={dim}")
-            chosen.add((name, axis))
+    types = {vi.name: vi.type.tensor_type for vi in graph.input if vi.name not in {t.name for t in graph.initializer}}
+    want = {(name, axis): dim for name, axis, dim in ties if dim in symbols and (name, axis) not in chosen}
+    for s in specs:
+        own = types[s.input]
+        size = own.shape.dim[s.axis].dim_value
+        for name, tt in types.items():
+            dims = tt.shape.dim
+            if ((name, s.axis) not in chosen and len(dims) == len(own.shape.dim) and tt.elem_type == own.elem_type
+                    and dims[s.axis].dim_value == size and size > 1):
+                want.setdefault((name, s.axis), s.symbol)
+    order = {name: k for k, name in enumerate(types)}
+    ranked = sorted(want.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    untied = [f"--axis {n}:{a}={sym}" for (n, a), sym in ranked]
     if untied:
-        return f"; the graph ties inputs left static to the requested symbols, try also {' '.join(untied)}"
+        return f"; inputs left static should follow the requested symbols, try also {' '.join(untied)}"
     axis0 = sorted({s.symbol for s in specs if s.axis == 0})
     others = sorted({s.symbol for s in specs} - set(axis0))
     if axis0 and others:
@@ -369,7 +379,7 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
             prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
             regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
-            raise RefusedError(f"{e}{_hint(specs, an.ties)}") from None
+            raise RefusedError(f"{e}{_hint(specs, an.ties, model.graph)}") from None
 
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],

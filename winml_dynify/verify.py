@@ -503,14 +503,16 @@ class Verifier:
 def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: VerifyReport,
                       batches: set[str] = frozenset()) -> list[Check]:
     """Scalars left in the rewritten graph that look like a folded size (``s``, ``1/s``, ``s**-0.5``,
-    ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, for a symbol that no oracle checked
-    at another size: each is a failed check, since a folded ``x.size(1) ** -0.5`` would be silently wrong
-    there while a hyperparameter of that value would be right. A ``--reference`` settles it. The
+    ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, or equal ``s`` and feed a position
+    look-up or comparison (the position ``past`` of a decode step exported at ``seq`` 1), for a symbol
+    that no oracle checked at another size: each is a failed check, since a folded ``x.size(1) ** -0.5``
+    would be silently wrong there while a hyperparameter of that value would be right. A ``--reference`` settles it. The
     per-sample oracle counts only for ``batches`` (axis-0 symbols): it runs the original at its own size,
     so on any other axis it cannot see a folded length."""
     checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items()
                if v != statics.get(s) and (c.oracle != "per-sample" or s in batches)}
     arithmetic = {"Mul", "Div", "Pow", "Sqrt", "Add", "Sub"}
+    positional = {"Gather", "MatMul", "LessOrEqual", "Less", "GreaterOrEqual", "Greater"}  # a folded position id
     users: dict[str, set[str]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -526,12 +528,16 @@ def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: V
             continue
         forms = {"": size, "1/": 1 / size, "**-0.5 of ": size ** -0.5, "sqrt of ": size ** 0.5}
         for name, _, arr in scalars:
-            if arr.dtype.kind != "f" or not users.get(name, set()) & arithmetic:
+            v = float(arr.reshape(-1)[0]) if arr.dtype.kind in "iuf" else None
+            if v is None or not users.get(name, set()) & (arithmetic | positional):
                 continue
-            v = float(arr.reshape(-1)[0])
-            hit = next((f for f, x in forms.items() if np.isclose(v, x, rtol=1e-6)), None)
+            if arr.dtype.kind != "f" or not users[name] & arithmetic:  # a lone position: only the size itself
+                hit = "" if v == size and users[name] & positional else None
+            else:
+                hit = next((f for f, x in forms.items() if np.isclose(v, x, rtol=1e-6)), None)
             if hit is not None:
                 out.append(Check("scalar", {s: size}, "-", "failed", note=(
-                    f"constant '{name}' = {v:g} is {hit}{s}'s exported size and feeds arithmetic; no oracle "
+                    f"constant '{name}' = {v:g} is {hit}{s}'s exported size and feeds "
+                    f"{'arithmetic' if users[name] & arithmetic else 'a position look-up'}; no oracle "
                     f"checked other {s} sizes, so a folded size cannot be ruled out: give --reference exports")))
     return out
