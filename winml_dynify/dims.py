@@ -28,6 +28,7 @@ Monomial = tuple[tuple[str, int], ...]  # (symbol, exponent) pairs sorted by sym
 N_POINTS = 12
 _SPREAD_POINT, _SPREAD_SYMBOL = 53, 389  # how far apart the primes of two points / two symbols lie
 _MAX_DEGREE = 3
+_NEAR_POINTS = 2  # sample points of moderate size (a table of 64 rows still covers them)
 _CHECK_POINTS = 2  # points beyond what a fit needs, so that a fit is always checked independently
 
 
@@ -217,8 +218,9 @@ def make_symbols(statics: dict[str, int], multiples: dict[str, int] | None = Non
         k = (multiples or {}).get(name, 1)
         base = 2 * -(-v // k) + 64 + _SPREAD_SYMBOL * i
         vals = [v]
-        for p in range(1, N_POINTS):
-            j = _next_prime_index(base + _SPREAD_POINT * p)
+        for p in range(1, N_POINTS):  # the first two points stay near the export (run as real shapes in tests)
+            near = 2 * -(-v // k) + 1 + 6 * p + 17 * i
+            j = _next_prime_index(near if p <= _NEAR_POINTS else base + _SPREAD_POINT * p)
             while _PRIMES[j] in used:
                 j += 1
             used.add(_PRIMES[j])
