@@ -63,6 +63,7 @@ fixtures: fixtures-tf
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
+	.venv-fixtures/bin/python fixtures/make_kv_fixtures.py
 	.venv-fixtures/bin/python fixtures/vision/make_vision_fixtures.py
 
 # The tf2onnx fixtures: tensorflow pins its own numpy, so they get a venv of their own.

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from . import io
-from .dims import Dim, Origin, Symbol, Vals, const, describe, factor
+from .dims import Dim, Origin, Poly, Symbol, Vals, const, describe, evaluate, factor, fit
 from .errors import RefusedError
 
 MAX_VALUE_SIZE = 64  # integer tensors up to this size carry their values through the analysis
@@ -69,6 +69,8 @@ class Analysis:
     scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = field(default_factory=dict)  # folded mean divisors
     dim_sources: dict[Vals, tuple[str, int]] = field(default_factory=dict)  # see Ctx.dim_sources
     edits: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # see Ctx.edits
+    relations: dict[str, Poly] = field(default_factory=dict)  # see Ctx.relations
+    ties: list[tuple[str, int, str]] = field(default_factory=list)  # see Ctx.ties
 
 
 class Ctx:
@@ -92,9 +94,14 @@ class Ctx:
         self.node: onnx.NodeProto | None = None
         self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] | None = None
         self.memo: dict[bytes, list] = {}  # fallback inference results, shared by the passes of one analysis
+        self.fits: dict[Vals, Poly | None] = {}  # fit() of dims seen, shared by the passes under one set of symbols
         self.upper: dict[str, tuple[int, str]] = {}
         # the first tensor (graph order) carrying each dim that is not a product of symbols (conv sizes)
         self.dim_sources: dict[Vals, tuple[str, int]] = {}
+        # symbols the graph requires to equal a polynomial of the others (``total == past + seq``)
+        self.relations: dict[str, Poly] = {}
+        # static input axes the data flow ties to a symbolic dim: (input, axis, that dim's name)
+        self.ties: list[tuple[str, int, str]] = []
 
     @property
     def consumers(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
@@ -119,6 +126,12 @@ class Ctx:
     def name(self, vals: Vals) -> str:
         return describe(vals, self.symbols)
 
+    def fit(self, vals: Vals) -> Poly | None:
+        """The polynomial of the symbols ``vals`` is (:func:`~winml_dynify.dims.fit`), cached."""
+        if vals not in self.fits:
+            self.fits[vals] = fit(vals, self.symbols)
+        return self.fits[vals]
+
     def bind(self, origin: Origin, vals: Vals, kind: str = "follow") -> None:
         old = self.bindings.get(origin) or self.new_bindings.get(origin)
         if old is None:
@@ -128,7 +141,7 @@ class Ctx:
 
     def record_dims(self, name: str, info: TInfo) -> None:
         for k, d in enumerate(info.shape or []):
-            if not d.static and d.vals not in self.dim_sources and factor(d.vals, self.symbols) is None:
+            if not d.static and d.vals not in self.dim_sources and self.fit(d.vals) is None:
                 self.dim_sources[d.vals] = (name, k)
 
     def upper_bound(self, vals: Vals, limit: int, reason: str) -> None:
@@ -170,8 +183,34 @@ class Ctx:
                     and x.origin not in self.bindings and x.origin not in self.new_bindings):
                 self.bind(x.origin, const(x.s0))
                 return y
+        if a.s0 == b.s0 and not a.static and not b.static and self._relate(a, b):
+            return a
+        for x, y in ((a, b), (b, a)):
+            if x.static and x.carrier is not None and not y.static:
+                self.ties.append((*x.carrier, self.name(y.vals)))
         self.conflict(f"dim {self.describe_dim(a)} must equal {self.describe_dim(b)}")
         return b if a.static else a
+
+    def _relate(self, a: Dim, b: Dim) -> bool:
+        """Two symbolic dims the graph requires equal, where one is a free symbol the other's polynomial does
+        not involve (an attention mask's ``total`` meeting scores of ``past + seq``): record the relation
+        (the next pass gives the symbol the polynomial's values) rather than a conflict."""
+        pa, pb = self.fit(a.vals), self.fit(b.vals)
+        if pa is None or pb is None:
+            return False
+        order = list(self.symbols)
+        cands = []
+        for x, y in ((pa, pb), (pb, pa)):
+            m = x.monomial()
+            if m is not None and m[0] == 1 and len(m[1]) == 1 and next(iter(m[1].values())) == 1:
+                sym = next(iter(m[1]))
+                if sym not in y.symbols and sym not in self.relations:
+                    cands.append((order.index(sym), sym, y))
+        if not cands:
+            return False
+        _, sym, expr = max(cands, key=lambda c: c[0])  # of two symbols, the later one is derived
+        self.relations[sym] = expr
+        return True
 
     def _equate_pieces(self, a: Dim, b: Dim) -> Dim | None:
         """A baked dim built like a symbolic one (the same number of merged or concatenated pieces, equal at
@@ -292,17 +331,19 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
-              bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict) -> Ctx:
+              bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict,
+              fits: dict) -> Ctx:
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model))
-    ctx.memo = memo
+    ctx.memo, ctx.fits = memo, fits
     for name, (arr, dt) in consts.items():
         ctx.infos[name] = _const_info(name, arr, dt, ctx)
     for vi in graph.input:
         if vi.name in ctx.infos:
             continue
         tt = vi.type.tensor_type
-        ctx.infos[vi.name] = TInfo([Dim(v) for v in input_dims[vi.name]], None, None, tt.elem_type)
+        ctx.infos[vi.name] = TInfo([Dim(v, carrier=(vi.name, k)) for k, v in enumerate(input_dims[vi.name])],
+                                   None, None, tt.elem_type)
     run_nodes(ctx, graph.node)
     return ctx
 
@@ -342,13 +383,31 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
     consts = constants(model.graph)
     bindings: dict[Origin, Binding] = dict(seed_bindings or {})
     memo: dict = {}
+    relations: dict[str, Poly] = {}
+    fits: dict = {}
     for _ in range(MAX_PASSES):
-        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo)
+        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo, fits)
+        if ctx.relations:  # start again with the derived symbols' values
+            relations.update(ctx.relations)
+            symbols, input_dims = _derive(symbols, input_dims, relations)
+            fits = {}
+            bindings = dict(seed_bindings or {})
+            continue
         extra = offset_bindings(ctx, consts)
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:
             return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper,
-                            ctx.scalar_sites, ctx.dim_sources, ctx.edits)
+                            ctx.scalar_sites, ctx.dim_sources, ctx.edits, relations, ctx.ties)
         bindings.update(ctx.new_bindings)
         bindings.update(extra)
     raise RefusedError("the shape analysis did not settle; the graph is too irregular to rewrite soundly")
+
+
+def _derive(symbols: dict[str, Symbol], input_dims: dict[str, list[Vals]],
+            relations: dict[str, Poly]) -> tuple[dict[str, Symbol], dict[str, list[Vals]]]:
+    """Give each related symbol the sample values of its polynomial, in the symbols and the input dims."""
+    out = dict(symbols)
+    for name, expr in relations.items():
+        out[name] = Symbol(name, symbols[name].static, evaluate(expr, symbols), expr)
+    swap = {symbols[n].vals: out[n].vals for n in relations}
+    return out, {k: [swap.get(v, v) for v in dims] for k, dims in input_dims.items()}

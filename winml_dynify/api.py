@@ -43,7 +43,7 @@ class DynifyResult:
         return {
             "axes": [{"input": a.input, "axis": a.axis, "symbol": a.symbol} for a in self.axes],
             "symbols": {s: {"static": r.static, "min": r.min, "max": r.max, "multiple": r.multiple,
-                            "reason": r.reason}
+                            "reason": r.reason} | ({"equals": str(r.equals)} if r.equals is not None else {})
                         for s, r in self.ranges.items()},
             "outputs": self.outputs,
             "rewrites": self.rewrites,
@@ -137,11 +137,12 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     if leftover:
         raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
     light = _without_weights(model)
-    sym = an.symbols
+    values = {s: _inside(r.static + r.multiple, r) for s, r in ranges.items() if r.equals is None}
+    values |= {s: r.equals.evaluate(values) for s, r in ranges.items() if r.equals is not None}
     for vi in light.graph.input:
         for d in vi.type.tensor_type.shape.dim:
-            if d.HasField("dim_param") and d.dim_param in sym:
-                value = _inside(sym[d.dim_param].vals[N_POINTS - 1], ranges[d.dim_param])
+            if d.HasField("dim_param") and d.dim_param in values:
+                value = values[d.dim_param]
                 d.Clear()
                 d.dim_value = value
     try:
@@ -182,6 +183,7 @@ def _record_metadata(model: onnx.ModelProto, ranges: dict[str, SymbolRange]) -> 
     """Store the symbol ranges; keep winml.io.* specs true (symbolic dims, ranges)."""
     props = {p.key: p for p in model.metadata_props}
     value = json.dumps({s: {"min": r.min, "max": r.max, "multiple": r.multiple, "static": r.static}
+                        | ({"equals": str(r.equals)} if r.equals is not None else {})
                         for s, r in ranges.items()})
     if RANGE_KEY in props:
         props[RANGE_KEY].value = value

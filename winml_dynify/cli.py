@@ -75,6 +75,8 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
         step = f", multiples of {r.multiple}" if r.multiple > 1 else ""
         echo(f"  {s}: exported {r.static}, valid range [{r.min}, {top}]{step}"
              + (f" ({r.reason})" if r.reason else ""))
+        if r.equals is not None:
+            echo(f"    the graph requires {s} == {r.equals} (checked at run time)")
     kinds: dict[str, int] = {}
     for rw in res.rewrites:
         kinds[rw["rule"]] = kinds.get(rw["rule"], 0) + 1

@@ -177,11 +177,23 @@ def _size(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     return [TInfo([], [prod([d.vals for d in x.shape])], None, onnx.TensorProto.INT64)]
 
 
+def _whole_axis(ctx: Ctx, axis: Dim, idx: TInfo) -> None:
+    """A folded index ``arange(n)`` over a symbolic axis of size ``n`` at export picks the whole axis (a
+    mask read at every key position): its length follows that axis."""
+    if idx.const is None or axis.static or axis.s0 < 2:
+        return
+    long = [k for k, d in enumerate(idx.shape) if d.s0 != 1]
+    flat = idx.const.reshape(-1)
+    if len(long) == 1 and flat.size == axis.s0 and np.array_equal(flat, np.arange(axis.s0)):
+        ctx.equate(idx.shape[long[0]], axis)
+
+
 @op("Gather")
 def _gather(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     data, idx = ins
     axis = ctx.attr("axis", 0)
     axis = axis + len(data.shape) if axis < 0 else axis
+    _whole_axis(ctx, data.shape[axis], idx)
     shape = data.shape[:axis] + idx.shape + data.shape[axis + 1:]
     vals, origins = None, None
     if data.value is not None and idx.value is not None and len(data.shape) == 1:

@@ -424,7 +424,7 @@ DATA_DEPENDENT = frozenset({"Unique", "RemovePadding", "RestorePadding", "NGramR
                             "PackedMultiHeadAttention", "MoE", "QMoE", "DynamicTimeWarping",
                             "SparseAttentionIndexer", "PackedSparseAttentionIndexer",
                             "PackedSparseAttentionIndexerMerge", "EPContext", "Snpe", "BifurcationDetector"})
-MAX_PROBE = 1 << 22  # elements: larger probes are not run
+MAX_PROBE = 1 << 24  # elements: larger probes are not run (sample sizes reach ~1000 per symbol)
 
 
 def _probe_input(info: TInfo, p: int) -> np.ndarray | None:

@@ -1,4 +1,5 @@
-"""Build run-time values of symbolic dims: one ``Shape`` slice per symbol, shared by every consumer.
+"""Build run-time values of symbolic dims: one ``Shape`` slice per symbol, shared by every consumer, and
+sums and products of them for sizes that are polynomials of the symbols (``past + seq``).
 
 Every node is emitted in the form the model's default-domain opset has (:func:`at_opset`).
 """
@@ -9,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .dims import Symbol, Vals, describe, factor, is_static
+from .dims import Monomial, Poly, Symbol, Vals, describe, fit, is_static
 from .errors import RefusedError
 
 # ops whose ``axes`` moved from an attribute to an input at opset 13 (ReduceMean and the others at 18)
@@ -47,15 +48,18 @@ class Realizer:
     """Creates the nodes and initializers that compute dims at run time.
 
     ``sources`` maps each symbol to a graph input and axis that carries it. Results are cached, so a
-    dim or shape vector needed by several nodes is computed once.
+    dim or shape vector needed by several nodes is computed once. ``relations`` are the symbols the graph
+    requires to equal a polynomial of the others, checked at run time by :meth:`guard`.
     """
 
     def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]],
-                 dim_sources: dict[Vals, tuple[str, int]] | None = None, opset: int = 17):
+                 dim_sources: dict[Vals, tuple[str, int]] | None = None, opset: int = 17,
+                 relations: dict[str, Poly] | None = None):
         self.symbols = symbols
         self.opset = opset
         self.sources = sources
-        self.dim_sources = dim_sources or {}  # tensors carrying dims that are no product of symbols
+        self.dim_sources = dim_sources or {}  # tensors carrying dims that are no polynomial of the symbols
+        self.relations = relations or {}
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._cache: dict[object, str] = {}
@@ -96,30 +100,78 @@ class Realizer:
             self._cache[key] = self.node("Gather", [self._cache[("shape", inp)], self.const(index)])
         return self._cache[key]
 
+    def guard(self, tensor: str) -> str:
+        """``tensor`` unchanged, once every relation holds: an Expand to its own shape plus a zero computed by
+        a node named ``dynify/check_total == past + seq``, which fails (a negative size) when it is false."""
+        return self.node("Expand", [tensor, self.node("Add", [self.node("Shape", [tensor]), self._checks()])])
+
+    def _checks(self) -> str:
+        """A 1-element zero that exists only when every relation holds."""
+        key = ("checks",)
+        if key not in self._cache:
+            zero = None
+            for name, expr in self.relations.items():
+                diff = self.node("Sub", [self._symbol(name), self._poly(expr)])
+                label = f"dynify/check_{name} == {expr}"  # a negative size fails with this node's name
+                check = helper.make_node("ConstantOfShape", [self.node("Neg", [self.node("Abs", [diff])])],
+                                         [label], name=label, value=numpy_helper.from_array(np.zeros(1, np.int64)))
+                check.metadata_props.extend(self.tags)
+                self.nodes.append(check)
+                # times 0: a zero to the analysis too, which sees the check's size, not its failure
+                size = self.node("Mul", [self.node("Shape", [label]), self.const(np.array([0], np.int64))])
+                zero = size if zero is None else self.node("Add", [zero, size])
+            self._cache[key] = zero
+        return self._cache[key]
+
+    def _poly(self, expr: Poly) -> str:
+        """``expr`` at run time as a 1-element vector."""
+        key = ("poly", expr)
+        if key in self._cache:
+            return self._cache[key]
+        out = None
+        for mono, c in expr.terms:
+            if mono:
+                term = self._monomial(mono)
+                if abs(c) != 1:
+                    term = self.node("Mul", [term, self.const(np.array([abs(c)], np.int64))])
+            else:
+                term = self.const(np.array([abs(c)], np.int64))
+            if out is None:
+                out = term if c > 0 else self.node("Neg", [term])
+            else:
+                out = self.node("Add" if c > 0 else "Sub", [out, term])
+        self._cache[key] = out
+        return out
+
+    def _monomial(self, mono: Monomial) -> str:
+        key = ("mono", mono)
+        if key not in self._cache:
+            parts = [self._symbol(s) for s, e in mono for _ in range(e)]
+            out = parts[0]
+            for p in parts[1:]:
+                out = self.node("Mul", [out, p])
+            self._cache[key] = out
+        return self._cache[key]
+
     def dim(self, vals: Vals) -> str:
-        """A 1-element int64 tensor holding the dim ``vals`` at run time."""
+        """A 1-element int64 tensor holding the dim ``vals`` at run time: built from the symbols when it is
+        a polynomial of them, else read from the tensor that carries it."""
         key = ("dim", vals)
         if key in self._cache:
             return self._cache[key]
         if is_static(vals):
             out = self.const(np.array([vals[0]], np.int64))
         else:
-            f = factor(vals, self.symbols)
-            if f is None and vals in self.dim_sources:
+            expr = fit(vals, self.symbols)
+            if expr is None and vals in self.dim_sources:
                 tensor, axis = self.dim_sources[vals]
                 out = self.node("Gather", [self.node("Shape", [tensor]), self.const(np.array([axis], np.int64))])
-                self._cache[key] = out
-                return out
-            if f is None:
-                raise RefusedError(f"a size of the rewritten graph ({vals[0]} at export) is not a product of "
-                                   "the requested symbols and cannot be computed at run time")
-            c, powers = f
-            parts = [self._symbol(s) for s, e in powers.items() for _ in range(e)]
-            out = parts[0]
-            for p in parts[1:]:
-                out = self.node("Mul", [out, p])
-            if c != 1:
-                out = self.node("Mul", [out, self.const(np.array([c], np.int64))])
+            elif expr is None:
+                raise RefusedError(f"a size of the rewritten graph ({vals[0]} at export) is no polynomial of "
+                                   "the requested symbols and no tensor carries it; it cannot be computed at "
+                                   "run time")
+            else:
+                out = self._poly(expr)
         self._cache[key] = out
         return out
 

@@ -11,11 +11,12 @@ import onnx
 
 from . import subgraphs
 from .analysis import Analysis, Binding, all_nodes, analyse, bodies, constants, opset_of
-from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
+from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
 from .rules import divisor, grids, row_index, unit_axes
 from .rules.constants import regenerate
+from .rules.positions import graph_sizes, shifted_range
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
 
@@ -30,6 +31,7 @@ class SymbolRange:
     max: int | None = None
     reason: str = ""
     multiple: int = 1  # valid sizes are multiples of this (strided downsampling then upsampling)
+    equals: Poly | None = None  # the graph requires the symbol to equal this polynomial of the others
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Rewritten:
     ranges: dict[str, SymbolRange] = field(default_factory=dict)
     # Reshape choices revised by the analysis, keyed by the Reshape's output (node names are temporary)
     choices: dict[tuple[str, int], Binding] = field(default_factory=dict)
+    bounds: list[tuple[Poly, int, str]] = field(default_factory=list)  # sizes of several symbols: (size, max, why)
 
 
 def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> dict[str, list[Vals]]:
@@ -134,10 +137,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
-    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model))
+    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations)
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
-        raise RefusedError(_refusal(an.conflicts, specs, model.graph))
+        raise RefusedError(_refusal(an.conflicts, specs, an.ties, model.graph))
     nodes = {n.name: n for n in all_nodes(graph)}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
@@ -181,16 +184,29 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         for k, i in enumerate(n.input):
             consumers[i].append((n, k))
     uppers: list[tuple[Vals, int, str]] = []
+    sizes = graph_sizes(an.infos, symbols)
     for cname, axes in bound.items():
         lazy, dtype = consts[cname]
         arr = lazy.array
         users = consumers[cname]
         rz.tags = list(users[0][0].metadata_props) if users else []
+        table = next((n.input[0] for n, k in users if n.op_type == "Gather" and k == 1 and n.input[0] in tables), None)
+        rows = tables[table].shape[0] if table is not None else None
+        shifted = shifted_range(arr, dtype, axes, sizes, symbols, rz, rows)
+        if shifted is not None:
+            regen, start, end = shifted
+            if rows is not None:
+                result.bounds.append((end, rows, f"'{table}' has {rows} rows"))
+            for n, k in users:
+                n.input[k] = regen.tensor
+            result.rewrites.append({"rule": regen.kind, "target": cname,
+                                    "detail": f"arange({start}, {end})"})
+            continue
         try:
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
             regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
-            raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
+            raise RefusedError(f"{e}{_hint(specs, an.ties, model.graph)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
         for n, k in users:
             n.input[k] = regen.tensor
@@ -198,6 +214,12 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
                                 "detail": ", ".join(f"axis {a} = {describe(b.vals, symbols)}"
                                                     for a, b in sorted(axes.items()))})
 
+    for s in an.relations:  # the input carrying a derived symbol is read only through the checks
+        inp = sources[s][0]
+        rz.tags = []
+        guarded = rz.guard(inp)
+        for n in graph.node:
+            n.input[:] = [guarded if i == inp else i for i in n.input]
     new_nodes = _toposort(list(rz.nodes) + list(graph.node), graph)
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -210,6 +232,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         rw["target"] = _original_name(rw["target"])
 
     result.ranges = _ranges(statics, an.upper, uppers, symbols)
+    for s, expr in an.relations.items():
+        result.ranges[s].equals = expr
+        result.rewrites.append({"rule": "relation-check", "target": s,
+                                "detail": f"checks {s} == {expr} at run time"})
     for s, k in multiples.items():
         result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
@@ -296,28 +322,35 @@ def _original_name(name: str) -> str:
     return "" if base == "node" else base
 
 
-def _refusal(conflicts: list[str], specs: list[AxisSpec], graph: onnx.GraphProto) -> str:
+def _refusal(conflicts: list[str], specs: list[AxisSpec], ties: list[tuple[str, int, str]],
+             graph: onnx.GraphProto) -> str:
     head = conflicts[0]
     more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs, graph)}"
+    return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs, ties, graph)}"
 
 
-def _hint(specs: list[AxisSpec], graph: onnx.GraphProto) -> str:
-    """Inputs left static at the same axis and size as a requested one (usually what the model ties to
-    it: an attention mask), else the request without its non-batch symbols."""
+def _hint(specs: list[AxisSpec], ties: list[tuple[str, int, str]], graph: onnx.GraphProto) -> str:
+    """Input axes left static that should follow a requested symbol: those the data flow ties to it, and
+    those of the same layout (rank and element type) as an input carrying it, at the same axis and size (an
+    attention mask beside the token ids); an axis that merely has the same size (the heads axis of a KV
+    cache equal to seq) is never suggested. Else the request without its non-batch symbols."""
     chosen = {(s.input, s.axis) for s in specs}
-    inits = {t.name for t in graph.initializer}
-    untied = []
+    symbols = {s.symbol for s in specs}
+    types = {vi.name: vi.type.tensor_type for vi in graph.input if vi.name not in {t.name for t in graph.initializer}}
+    want = {(name, axis): dim for name, axis, dim in ties if dim in symbols and (name, axis) not in chosen}
     for s in specs:
-        size = next(vi.type.tensor_type.shape.dim[s.axis].dim_value for vi in graph.input if vi.name == s.input)
-        for vi in graph.input:
-            dims = vi.type.tensor_type.shape.dim
-            if (vi.name not in inits and (vi.name, s.axis) not in chosen and s.axis < len(dims)
+        own = types[s.input]
+        size = own.shape.dim[s.axis].dim_value
+        for name, tt in types.items():
+            dims = tt.shape.dim
+            if ((name, s.axis) not in chosen and len(dims) == len(own.shape.dim) and tt.elem_type == own.elem_type
                     and dims[s.axis].dim_value == size and size > 1):
-                untied.append(f"--axis {vi.name}:{s.axis}={s.symbol}")
-                chosen.add((vi.name, s.axis))
+                want.setdefault((name, s.axis), s.symbol)
+    order = {name: k for k, name in enumerate(types)}
+    ranked = sorted(want.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    untied = [f"--axis {n}:{a}={sym}" for (n, a), sym in ranked]
     if untied:
-        return f"; inputs of the same size were left static, try also {' '.join(untied)}"
+        return f"; inputs left static should follow the requested symbols, try also {' '.join(untied)}"
     axis0 = sorted({s.symbol for s in specs if s.axis == 0})
     others = sorted({s.symbol for s in specs} - set(axis0))
     if axis0 and others:
@@ -343,7 +376,7 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
             prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
             regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
-            raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
+            raise RefusedError(f"{e}{_hint(specs, an.ties, model.graph)}") from None
 
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],

@@ -25,6 +25,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from .dims import parse
 from .rewrite import SymbolRange
 from .spec import AxisSpec
 
@@ -169,9 +170,12 @@ def _along(axis: int, rank: int, sl: slice) -> tuple:
 
 def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
                  override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
-    """The original shape, each symbol moved alone through its values, then all moved together."""
+    """The original shape, each symbol moved alone through its values, then all moved together. A symbol
+    the graph requires to equal a polynomial of the others (``total == past + seq``) follows them."""
     per: dict[str, list[int]] = {}
     for s, r in ranges.items():
+        if r.equals is not None:
+            continue
         if override and s in override:
             per[s] = override[s]
             continue
@@ -192,6 +196,7 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
         shapes.append({s: vals[0] for s, vals in per.items()})
     out = []
     for sh in shapes:
+        sh.update({s: r.equals.evaluate(sh) for s, r in ranges.items() if r.equals is not None})
         if sh not in out:
             out.append(sh)
     return out
@@ -242,6 +247,9 @@ class Verifier:
         self.statics = ({s: r.static for s, r in self.ranges.items()} if self.ranges else
                         {s.symbol: next(i.static[s.axis] for i in self.inputs if i.name == s.input) for s in specs})
         self.role_notes: dict[str, str] = {}
+        for s, r in self.ranges.items():  # it moves with the symbols of its polynomial, never alone
+            if r.equals is not None and s in self.roles:
+                self.roles[s] = "derived"
         self._settle_batch_roles()
         self._settle_token_roles()
 
@@ -342,8 +350,7 @@ class Verifier:
             if isinstance(d, int):
                 out.append(d)
             else:
-                out.append(int(np.prod([values[p] for p in d.split("*") if not p.isdigit()]))
-                           * int(np.prod([int(p) for p in d.split("*") if p.isdigit()] or [1])))
+                out.append(parse(d).evaluate(values))
         return out
 
     def _check(self, values: dict[str, int], level: str) -> Check:
@@ -416,6 +423,8 @@ class Verifier:
         batch = [s for s, r in self.roles.items() if r == "batch"]
         seq = [s for s, r in self.roles.items() if r in ("seq", "prefix")]
         other = [s for s, r in self.roles.items() if r == "other" and values[s] != self.statics[s]]
+        if not other:  # a derived axis (a mask's ``total``) shortens with the sequence it follows: pad it
+            seq += [s for s, r in self.roles.items() if r == "derived" and values[s] < self.statics[s]]
         if other:
             why = "; ".join(self.role_notes[s] for s in other if s in self.role_notes)
             return None, None, f"no oracle for {', '.join(other)} other than --reference" + (f" ({why})" if why else "")
@@ -459,8 +468,8 @@ class Verifier:
             for out, take in groups:
                 a = out[j]
                 for ax, d in enumerate(dims):
-                    if d in seq:
-                        a = np.take(a, range(values[d]), axis=ax)
+                    if isinstance(d, str) and (d in seq or parse(d).symbols & set(seq)):
+                        a = np.take(a, range(parse(d).evaluate(values)), axis=ax)
                 bax = next((ax for ax, d in enumerate(dims) if d in batch), None)
                 if bax is None and len(groups) > 1:
                     break
@@ -499,14 +508,16 @@ class Verifier:
 def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: VerifyReport,
                       batches: set[str] = frozenset()) -> list[Check]:
     """Scalars left in the rewritten graph that look like a folded size (``s``, ``1/s``, ``s**-0.5``,
-    ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, for a symbol that no oracle checked
-    at another size: each is a failed check, since a folded ``x.size(1) ** -0.5`` would be silently wrong
-    there while a hyperparameter of that value would be right. A ``--reference`` settles it. The
+    ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, or equal ``s`` and feed a position
+    look-up or comparison (the position ``past`` of a decode step exported at ``seq`` 1), for a symbol
+    that no oracle checked at another size: each is a failed check, since a folded ``x.size(1) ** -0.5``
+    would be silently wrong there while a hyperparameter of that value would be right. A ``--reference`` settles it. The
     per-sample oracle counts only for ``batches`` (axis-0 symbols): it runs the original at its own size,
     so on any other axis it cannot see a folded length."""
     checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items()
                if v != statics.get(s) and (c.oracle != "per-sample" or s in batches)}
     arithmetic = {"Mul", "Div", "Pow", "Sqrt", "Add", "Sub"}
+    positional = {"Gather", "MatMul", "LessOrEqual", "Less", "GreaterOrEqual", "Greater"}  # a folded position id
     users: dict[str, set[str]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -522,12 +533,16 @@ def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: V
             continue
         forms = {"": size, "1/": 1 / size, "**-0.5 of ": size ** -0.5, "sqrt of ": size ** 0.5}
         for name, _, arr in scalars:
-            if arr.dtype.kind != "f" or not users.get(name, set()) & arithmetic:
+            v = float(arr.reshape(-1)[0]) if arr.dtype.kind in "iuf" else None
+            if v is None or not users.get(name, set()) & (arithmetic | positional):
                 continue
-            v = float(arr.reshape(-1)[0])
-            hit = next((f for f, x in forms.items() if np.isclose(v, x, rtol=1e-6)), None)
+            if arr.dtype.kind != "f" or not users[name] & arithmetic:  # a lone position: only the size itself
+                hit = "" if v == size and users[name] & positional else None
+            else:
+                hit = next((f for f, x in forms.items() if np.isclose(v, x, rtol=1e-6)), None)
             if hit is not None:
                 out.append(Check("scalar", {s: size}, "-", "failed", note=(
-                    f"constant '{name}' = {v:g} is {hit}{s}'s exported size and feeds arithmetic; no oracle "
+                    f"constant '{name}' = {v:g} is {hit}{s}'s exported size and feeds "
+                    f"{'arithmetic' if users[name] & arithmetic else 'a position look-up'}; no oracle "
                     f"checked other {s} sizes, so a folded size cannot be ruled out: give --reference exports")))
     return out

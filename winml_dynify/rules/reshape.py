@@ -17,7 +17,7 @@ from collections.abc import Callable
 import onnx
 
 from ..analysis import Ctx
-from ..dims import Dim, Origin, Vals, const, factor, is_static, prod
+from ..dims import Dim, Origin, Vals, const, is_static, prod
 
 
 def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_out: list[int] | None,
@@ -28,7 +28,7 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         return None
 
     def splittable(vals: Vals) -> bool:  # a symbolic product of symbols: a spare output 1 may take one
-        return not is_static(vals) and factor(vals, ctx.symbols) is not None
+        return not is_static(vals) and _monomial(ctx, vals) is not None
 
     groups = _groups(in_shape, static_out, splittable)
     if groups is None:
@@ -84,6 +84,12 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
                      f"{[ctx.name(d.vals) for d in in_shape]}")
         return None
     return dims
+
+
+def _monomial(ctx: Ctx, vals: Vals) -> tuple[int, dict[str, int]] | None:
+    """``vals`` as ``c * monomial`` of the symbols, or None (a sum such as ``past + seq``, or no polynomial)."""
+    p = ctx.fit(vals)
+    return None if p is None else p.monomial()
 
 
 def _unchoose(ctx: Ctx, dims: list[Dim]) -> bool:
@@ -206,7 +212,7 @@ def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = 
         return [total]
     if is_static(total):
         return [const(v) for v in outs]
-    f = factor(total, ctx.symbols)
+    f = _monomial(ctx, total)
     if f is None:
         return _split_known(ctx, total, outs)
     _, powers = f
