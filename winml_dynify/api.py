@@ -12,7 +12,6 @@ import onnx
 
 from . import io, value_info
 from .analysis import Binding, all_nodes
-from .dims import N_POINTS
 from .errors import RefusedError, UsageError
 from .presets import Selection, select
 from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite

@@ -123,19 +123,23 @@ class Realizer:
             self._cache[key] = zero
         return self._cache[key]
 
-    def _poly(self, expr: Poly) -> str:
-        """``expr`` at run time as a 1-element vector."""
-        key = ("poly", expr)
+    def _poly(self, expr: Poly, scalar: bool = False) -> str:
+        """``expr`` at run time: a 1-element vector, or a 0-D scalar when ``scalar`` is set."""
+        key = ("poly", expr, scalar)
         if key in self._cache:
             return self._cache[key]
+
+        def lit(v: int) -> str:
+            return self.const(np.array(v if scalar else [v], np.int64))
+
         out = None
         for mono, c in expr.terms:
             if mono:
-                term = self._monomial(mono)
+                term = self._monomial(mono, scalar)
                 if abs(c) != 1:
-                    term = self.node("Mul", [term, self.const(np.array([abs(c)], np.int64))])
+                    term = self.node("Mul", [term, lit(abs(c))])
             else:
-                term = self.const(np.array([abs(c)], np.int64))
+                term = lit(abs(c))
             if out is None:
                 out = term if c > 0 else self.node("Neg", [term])
             else:
@@ -143,10 +147,10 @@ class Realizer:
         self._cache[key] = out
         return out
 
-    def _monomial(self, mono: Monomial) -> str:
-        key = ("mono", mono)
+    def _monomial(self, mono: Monomial, scalar: bool = False) -> str:
+        key = ("mono", mono, scalar)
         if key not in self._cache:
-            parts = [self._symbol(s) for s, e in mono for _ in range(e)]
+            parts = [self._symbol(s, scalar) for s, e in mono for _ in range(e)]
             out = parts[0]
             for p in parts[1:]:
                 out = self.node("Mul", [out, p])
@@ -225,24 +229,18 @@ class Realizer:
         return out
 
     def scalar(self, vals: Vals) -> str:
-        """A 0-D int64 tensor holding the dim ``vals``: scalar ``Gather(Shape(x), axis)`` of each symbol,
-        multiplied, or element 0 of :meth:`dim` (never ``Reshape(dim, [])``, which symbolic shape
+        """A 0-D int64 tensor holding the dim ``vals``: its polynomial over scalar ``Gather(Shape(x), axis)``
+        of each symbol, or element 0 of :meth:`dim` (never ``Reshape(dim, [])``, which symbolic shape
         inference cannot follow into ``Range``)."""
         key = ("scalar", vals)
         if key in self._cache:
             return self._cache[key]
-        f = None if is_static(vals) else factor(vals, self.symbols)
+        expr = None if is_static(vals) else fit(vals, self.symbols)
         if is_static(vals):
             out = self.const(np.array(vals[0], np.int64))
-        elif f is None:
+        elif expr is None:
             out = self.node("Gather", [self.dim(vals), self.const(np.array(0, np.int64))])
         else:
-            c, powers = f
-            parts = [self._symbol(s, scalar=True) for s, e in powers.items() for _ in range(e)]
-            out = parts[0]
-            for p in parts[1:]:
-                out = self.node("Mul", [out, p])
-            if c != 1:
-                out = self.node("Mul", [out, self.const(np.array(c, np.int64))])
+            out = self._poly(expr, scalar=True)
         self._cache[key] = out
         return out
