@@ -14,11 +14,12 @@ class Realizer:
     """Creates the nodes and initializers that compute dims at run time.
 
     ``sources`` maps each symbol to a graph input and axis that carries it. Results are cached, so a
-    dim or shape vector needed by several nodes is computed once.
+    dim or shape vector needed by several nodes is computed once. ``taken`` are names already used in the
+    graph (a model rewritten before holds ``dynify/...`` names): new names avoid them.
     """
 
     def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]],
-                 dim_sources: dict[Vals, tuple[str, int]] | None = None):
+                 dim_sources: dict[Vals, tuple[str, int]] | None = None, taken: set[str] | None = None):
         self.symbols = symbols
         self.sources = sources
         self.dim_sources = dim_sources or {}  # tensors carrying dims that are no product of symbols
@@ -27,9 +28,12 @@ class Realizer:
         self._cache: dict[object, str] = {}
         self._n = 0
         self.tags: list[onnx.StringStringEntryProto] = []
+        self._taken = taken or set()
 
     def _name(self, kind: str) -> str:
         self._n += 1
+        while f"dynify/{kind}_{self._n}" in self._taken:
+            self._n += 1
         return f"dynify/{kind}_{self._n}"
 
     def const(self, arr: np.ndarray, kind: str = "const") -> str:
@@ -87,8 +91,9 @@ class Realizer:
             dim = self.dim(vals)
             room = self.node("Sub", [self.const(np.array([limit], np.int64)), dim])
             label = describe(vals, self.symbols).replace("*", "_")
-            check = helper.make_node("ConstantOfShape", [room], [f"dynify/check_{label}_at_most_{limit}"],
-                                     name=f"dynify/check_{label}_at_most_{limit}",
+            name = f"dynify/check_{label}_at_most_{limit}"
+            name = name if name not in self._taken else self._name(name.removeprefix("dynify/"))
+            check = helper.make_node("ConstantOfShape", [room], [name], name=name,
                                      value=numpy_helper.from_array(np.zeros(1, np.int64)))
             check.metadata_props.extend(self.tags)
             self.nodes.append(check)
