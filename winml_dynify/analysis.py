@@ -260,6 +260,7 @@ def opset_of(model: onnx.ModelProto) -> int:
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict) -> Ctx:
     from .ops import HANDLERS, fallback  # the op table lives beside the analysis
+    from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
 
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model))
@@ -278,7 +279,9 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
         ins = [ctx.info(i) for i in node.input]
         if any(i is None for i, name in zip(ins, node.input, strict=True) if name):
             continue  # an unknown input leaves the outputs unknown
-        handler = HANDLERS.get((node.domain or "", node.op_type), fallback)
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        handler = HANDLERS.get((domain, node.op_type)) or (
+            ort_fallback if domain.startswith("com.microsoft") else fallback)
         outs = handler(ctx, node, ins)
         for name, info in zip(node.output, outs, strict=False):
             if name and info is not None:

@@ -579,17 +579,6 @@ def _matmul(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
     return [TInfo(_matmul_shape(ctx, ins[0].shape, ins[1].shape), None, None, ins[0].dtype)]
 
 
-@op("FusedMatMul", domain="com.microsoft")
-def _fused_matmul(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    a, b = list(ins[0].shape), list(ins[1].shape)
-    if ctx.attr("transA", 0):
-        a[-2], a[-1] = a[-1], a[-2]
-    if ctx.attr("transB", 0):
-        b[-2], b[-1] = b[-1], b[-2]
-    return [TInfo(_matmul_shape(ctx, a, b), None, None, ins[0].dtype)]
-
-
-@op("FusedGemm", domain="com.microsoft")
 @op("Gemm")
 def _gemm(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     a, b = ins[0].shape, ins[1].shape
@@ -682,25 +671,6 @@ def _rnn(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo 
     y = [batch, seq, dirs, hidden] if layout else [seq, dirs, batch, hidden]
     outs = [TInfo(y, None, None, x.dtype), TInfo(state, None, None, x.dtype), TInfo(state, None, None, x.dtype)]
     return outs[: len(node.output)]
-
-
-# -- onnxruntime contrib ops found in optimised graphs ---------------------------------------------
-@op("Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "LayerNormalization",
-    domain="com.microsoft")
-def _contrib_same(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    x = ins[0]
-    if node.op_type.startswith("Skip") and ins[1] is not None:
-        _broadcast_shapes(ctx, [x.shape, ins[1].shape])
-    return [TInfo(x.shape, None, None, x.dtype)] + [None] * (len(node.output) - 1)
-
-
-@op("Attention", domain="com.microsoft")
-def _contrib_attention(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    x, w = ins[0], ins[1]
-    sizes = ctx.attr("qkv_hidden_sizes")
-    hv = sizes[2] if sizes else w.shape[1].s0 // 3
-    return [TInfo([x.shape[0], x.shape[1], Dim(const(hv))], None, None, x.dtype)]
 
 
 def fallback(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:

@@ -1,4 +1,7 @@
-"""Build run-time values of symbolic dims: one ``Shape`` slice per symbol, shared by every consumer."""
+"""Build run-time values of symbolic dims: one ``Shape`` slice per symbol, shared by every consumer.
+
+Every node is emitted in the form the model's default-domain opset has (:func:`at_opset`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,36 @@ from onnx import helper, numpy_helper
 
 from .dims import Symbol, Vals, describe, factor, is_static
 from .errors import RefusedError
+
+# ops whose ``axes`` moved from an attribute to an input at opset 13 (ReduceMean and the others at 18)
+_AXES_INPUT_SINCE = {"Unsqueeze": 13, "Squeeze": 13, "ReduceSum": 13}
+# comparisons that appeared later than their negation: the negated form is used below that opset
+_NEGATED = {"GreaterOrEqual": ("Less", 12), "LessOrEqual": ("Greater", 12)}
+
+
+def at_opset(op: str, inputs: list[str], attrs: dict, opset: int, const) -> list[tuple[str, list[str], dict]]:
+    """The node(s) that compute ``op`` at ``opset``, as ``(op, inputs, attributes)`` in order; the last
+    one gives the result and each earlier one feeds the next through the placeholder input ``""``.
+    ``const`` makes an int64 initializer (for axes that became an input). Raises when the opset has no
+    form of the op."""
+    if op in _NEGATED and opset < _NEGATED[op][1]:
+        return [(_NEGATED[op][0], inputs, attrs), ("Not", [""], {})]
+    attrs = dict(attrs)
+    since = _AXES_INPUT_SINCE.get(op)
+    if since is not None and opset >= since and "axes" in attrs:
+        inputs = [*inputs, const(np.array(attrs.pop("axes"), np.int64))]
+    elif since is not None and opset < since and len(inputs) > 1:
+        raise RefusedError(f"the rewrite needs {op} with run-time axes, which opset {opset} does not have")
+    try:
+        schema = onnx.defs.get_schema(op, opset)
+    except onnx.defs.SchemaError:
+        raise RefusedError(f"the rewrite needs {op}, which opset {opset} does not have") from None
+    if schema.deprecated:
+        raise RefusedError(f"the rewrite needs {op}, which is deprecated at opset {opset}")
+    if len(inputs) > schema.max_input:
+        raise RefusedError(f"the rewrite needs {op} with {len(inputs)} inputs, which opset {opset} does not have "
+                           f"(up to {schema.max_input})")
+    return [(op, inputs, attrs)]
 
 
 class Realizer:
@@ -19,8 +52,10 @@ class Realizer:
     """
 
     def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]],
-                 dim_sources: dict[Vals, tuple[str, int]] | None = None, taken: set[str] | None = None):
+                 dim_sources: dict[Vals, tuple[str, int]] | None = None, opset: int = 17,
+                 taken: set[str] | None = None):
         self.symbols = symbols
+        self.opset = opset
         self.sources = sources
         self.dim_sources = dim_sources or {}  # tensors carrying dims that are no product of symbols
         self.nodes: list[onnx.NodeProto] = []
@@ -42,10 +77,13 @@ class Realizer:
         return name
 
     def node(self, op: str, inputs: list[str], **attrs) -> str:
-        out = self._name(op.lower())
-        n = helper.make_node(op, inputs, [out], name=out, **attrs)
-        n.metadata_props.extend(self.tags)
-        self.nodes.append(n)
+        """Emit ``op`` (in its form at the model's opset); returns the name of its output."""
+        out = ""
+        for k, (kind, ins, kw) in enumerate(at_opset(op, inputs, attrs, self.opset, self.const)):
+            prev, out = out, self._name(kind.lower())
+            n = helper.make_node(kind, [i or prev for i in ins] if k else ins, [out], name=out, **kw)
+            n.metadata_props.extend(self.tags)
+            self.nodes.append(n)
         return out
 
     def _symbol(self, name: str) -> str:
@@ -91,6 +129,7 @@ class Realizer:
             dim = self.dim(vals)
             room = self.node("Sub", [self.const(np.array([limit], np.int64)), dim])
             label = describe(vals, self.symbols).replace("*", "_")
+            at_opset("ConstantOfShape", [room], {}, self.opset, self.const)  # refuses below opset 9
             name = f"dynify/check_{label}_at_most_{limit}"
             name = name if name not in self._taken else self._name(name.removeprefix("dynify/"))
             check = helper.make_node("ConstantOfShape", [room], [name], name=name,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 
 import onnx
 
-from .analysis import Analysis, Binding, analyse, constants
+from .analysis import Analysis, Binding, analyse, constants, opset_of
 from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, row_index
+from .rules import divisor, grids, row_index
 from .rules.constants import regenerate
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -127,9 +128,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         sources.setdefault(s.symbol, (s.input, s.axis))
     taken = {t for n in graph.node for t in (*n.output, _original_name(n.name))} | {
         t.name for t in graph.initializer} | {vi.name for vi in graph.input}
-    rz = Realizer(symbols, sources, an.dim_sources, taken)
+    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), taken)
     if an.conflicts:
-        _first_unbuildable(model, an, Realizer(symbols, sources), specs)
+        _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs, model.graph))
     nodes = {n.name: n for n in graph.node}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
@@ -178,7 +179,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         rz.tags = list(users[0][0].metadata_props) if users else []
         try:
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
-            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok)
+            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
@@ -236,7 +237,7 @@ def _sequence_only(model: onnx.ModelProto, bindings, specs: list[AxisSpec], symb
 def pending_sites(model: onnx.ModelProto, an: Analysis) -> list[str]:
     """Shape-valued inputs of an analysed graph that would still need rewriting (empty when done)."""
     nodes = {n.name: n for n in model.graph.node}
-    rz = Realizer(an.symbols, {})
+    rz = Realizer(an.symbols, {}, opset=opset_of(model))
     out = []
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
@@ -340,7 +341,7 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
         try:
             lazy, dtype = consts[cname]
             prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
-            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok)
+            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
 
