@@ -15,7 +15,7 @@ from .analysis import Binding
 from .budget import over_budget
 from .conform import checker_problem, conform
 from .dims import N_POINTS
-from .errors import RefusedError, UsageError
+from .errors import RefusedError, UsageError, VerificationError
 from .presets import Selection, select
 from .rewrite import RANGE_KEY, Rewritten, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
 from .spec import AxisSpec, OutputAxis, carried_axes, check_outputs, graph_output_dims, parse_axis, resolve
@@ -120,17 +120,24 @@ def _verify(original: onnx.ModelProto, done: Rewritten, specs: list[AxisSpec], s
         v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges)
         v.session("original", "disabled")
     except Exception as e:  # onnxruntime's exception types vary by version
-        if not type(e).__module__.startswith("onnxruntime"):
-            raise
-        raise UsageError(f"onnxruntime cannot run the input model ({str(e).strip().splitlines()[0][:300]}); "
-                         "--no-check skips verification") from None
+        if type(e).__module__.startswith("onnxruntime"):
+            raise UsageError(f"onnxruntime cannot run the input model on generated inputs ({_line(e)}); "
+                             "--no-check skips verification") from None
+        raise VerificationError(f"the checks could not be prepared ({type(e).__name__}: {_line(e)})") from None
     plan, skipped = [], []
     for shape in check_shapes(done.ranges, v.roles, shapes):
         (skipped if over_budget(original, specs, shape) else plan).append(shape)
-    report = v.run(plan, levels, list(references), progress)
+    try:
+        report = v.run(plan, levels, list(references), progress)
+    except Exception as e:  # a check that cannot run is no pass: nothing is written
+        raise VerificationError(f"the checks could not run ({type(e).__name__}: {_line(e)})") from None
     report.checks += [Check("runs", shape, level, "unverified", note=over_budget(original, specs, shape))
                       for shape in skipped for level in levels]
     return report
+
+
+def _line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
 
 
 def recorded_ranges(model: onnx.ModelProto) -> dict[str, SymbolRange]:

@@ -43,7 +43,7 @@ class OutputError(DynifyError):
     exit_code = EXIT_IO
 
 
-class Interrupted(BaseException):  # noqa: N818 - raised by the SIGTERM handler, like KeyboardInterrupt
+class Interrupted(BaseException):
     """SIGTERM arrived: raised so that ``finally`` blocks remove temporary files."""
 
 
