@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test lint bench fixtures eval fuzz clean
+.PHONY: install demo test test-large lint bench fixtures eval fuzz clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ demo: install
 		--reference fixtures/bert_tiny/ref_batch3_seq24.onnx --report out/bert_tiny.report.json
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not large"
+
+test-large: install
+	$(BIN)/pytest -q -m large
 
 # The long fuzz campaign, then the ONNX backend node tests as a corpus (from an onnx wheel that still
 # ships them, downloaded into a temporary folder; never part of `make test`).
@@ -49,6 +52,7 @@ fixtures:
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
+	.venv-fixtures/bin/python fixtures/vision/make_vision_fixtures.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

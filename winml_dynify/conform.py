@@ -42,9 +42,9 @@ def conform(original: onnx.ModelProto, model: onnx.ModelProto) -> None:
                        for name, t in inits.items() if name not in listed)
 
 
-def _light(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
-    """``model`` with its large initializers turned into typed graph inputs: the checker needs their types
-    and shapes, not their bytes (and a model over 2 GB cannot be checked in memory)."""
+def light_copy(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
+    """``model`` with its large (or external) initializers turned into typed graph inputs: the checker
+    needs their types and shapes, not their bytes (and a model over 2 GB cannot be checked in memory)."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
     light.opset_import.extend(model.opset_import)
@@ -57,7 +57,7 @@ def _light(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
     g.value_info.extend(model.graph.value_info)
     names = {vi.name for vi in model.graph.input}
     for t in model.graph.initializer:
-        if int(np.prod(t.dims)) <= limit:
+        if int(np.prod(t.dims)) <= limit and t.data_location != onnx.TensorProto.EXTERNAL:
             g.initializer.append(t)
         elif t.name not in names:
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
@@ -67,7 +67,7 @@ def _light(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
 def checker_problem(model: onnx.ModelProto) -> str:
     """The first line of what ``onnx.checker`` (full check) rejects in ``model``, or "" when it passes."""
     try:
-        onnx.checker.check_model(_light(model), full_check=True)
+        onnx.checker.check_model(light_copy(model), full_check=True)
     except Exception as e:  # ValidationError, InferenceError and friends
         return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
     return ""

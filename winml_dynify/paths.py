@@ -47,8 +47,10 @@ def model_reads(model_path: Path, external: bool) -> dict[str, Path]:
 
 
 def model_writes(out: Path) -> dict[str, Path]:
-    """What saving a model to ``out`` may write: the model and its external data ``OUT.data``."""
-    return {"output model (-o)": out, "output external data": out.with_name(f"{out.name}.data")}
+    """What saving a model to ``out`` may write: the model and its external data (``OUT.data``, or the
+    folder ``OUT.data.d`` for several data files)."""
+    return {"output model (-o)": out, "output external data": out.with_name(f"{out.name}.data"),
+            "output external data folder": out.with_name(f"{out.name}.data.d")}
 
 
 def _writable_folder(p: Path, label: str) -> None:
