@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test test-large lint bench fixtures fixtures-tf eval clean downstream winml-check
+.PHONY: install demo test test-large lint bench fixtures fixtures-tf eval fuzz clean downstream winml-check
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,17 @@ test-large: install
 # on dynified fixtures (a few minutes).
 downstream: install
 	$(BIN)/pytest -q -m downstream tests/test_downstream.py
+
+# The long fuzz campaign, then the ONNX backend node tests as a corpus (from an onnx wheel that still
+# ships them, downloaded into a temporary folder; never part of `make test`).
+FUZZ_EXAMPLES ?= 3000
+BACKEND_ONNX ?= onnx==1.16.2
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(BIN)/pip download -q --no-deps --only-binary=:all: -d "$$tmp" '$(BACKEND_ONNX)' && \
+		$(BIN)/python -m zipfile -e "$$tmp"/onnx-*.whl "$$tmp/wheel" && \
+		$(BIN)/python tests/backend_corpus.py "$$tmp/wheel/onnx/backend/test/data/node"
 
 # winml-cli's own tools (analyze, optimize, quantize, perf, eval) on a dynified `winml export`, next to
 # winml's static export and its --dynamic-axes re-export. winml-cli pins onnx 1.18: it gets its own venv

@@ -12,11 +12,13 @@ import onnx
 
 from . import io, value_info
 from .analysis import Binding, all_nodes
-from .errors import RefusedError, UsageError
+from .budget import over_budget
+from .conform import checker_problem, conform, light_copy
+from .errors import RefusedError, UsageError, VerificationError
 from .presets import Selection, select
-from .rewrite import RANGE_KEY, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
+from .rewrite import RANGE_KEY, Rewritten, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
 from .spec import AxisSpec, OutputAxis, carried_axes, check_outputs, graph_output_dims, parse_axis, resolve
-from .verify import Verifier, VerifyReport, check_shapes, size_like_scalars
+from .verify import Check, Verifier, VerifyReport, check_shapes, size_like_scalars
 
 AxisRequest = str | tuple[str, int, str]
 
@@ -92,26 +94,92 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
         check_outputs(list(expect_outputs), graph_output_dims(original))
         return DynifyResult(original, [], {}, [], {}, None, ["every requested dim already has its symbol"],
                             selections)
-    carried, carried_sizes = carried_axes(original, statics)
+    recorded = recorded_ranges(original)
+    carried, carried_sizes = carried_axes(original, {**{s: r.static for s, r in recorded.items()}, **statics})
     specs = specs + [c for c in carried if c not in specs]
     statics = {**carried_sizes, **statics}
-    done = rewrite(original, specs, statics, inplace=owned and not verify)
+    in_place = owned and not verify
+    before = light_copy(original) if in_place else original  # what the checker compares with
+    done = rewrite(original, specs, statics, inplace=in_place)
+    _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
     _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
+    conform(before, done.model)
     value_info.annotate(done.model)
+    problem = checker_problem(done.model)
+    if problem and not checker_problem(before):
+        raise RefusedError(f"the rewritten model fails onnx.checker (full check) although the input passes: "
+                           f"{problem}")
     result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
     check_outputs(list(expect_outputs), result.outputs)
     if verify:
         unknown = [s for s in (shapes or {}) if s not in statics]
         if unknown:
             raise UsageError(f"--check-shapes names unknown symbols {unknown}; symbols are {list(statics)}")
-        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges,
-                     None if data_dir is None else str(data_dir))
-        plan = check_shapes(done.ranges, v.roles, shapes)
-        result.report = v.run(plan, list(opt_levels), list(references), progress)
+        result.report = _verify(original, done, specs, statics, shapes, references, provider, seed,
+                                list(opt_levels), progress, None if data_dir is None else str(data_dir))
         axis0 = {s.symbol for s in specs if s.axis == 0}
         result.report.checks += size_like_scalars(done.model, statics, result.report, axis0)
     return result
+
+
+def _verify(original: onnx.ModelProto, done: Rewritten, specs: list[AxisSpec], statics: dict[str, int],
+            shapes: dict[str, list[int]] | None, references: Sequence[str], provider: str, seed: int,
+            levels: list[str], progress: Callable[[int, int], None] | None,
+            data_dir: str | None = None) -> VerifyReport:
+    """Run the parity checks that fit the memory budget (the others are reported unverified). An input
+    model onnxruntime cannot run is a usage error (``--no-check`` skips verification)."""
+    too_big = over_budget(original, specs, statics)
+    if too_big:
+        return VerifyReport([Check("original", dict(statics), "-", "unverified", note=f"exported shape: {too_big}")],
+                            provider)
+    try:
+        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges, data_dir)
+        v.session("original", "disabled")
+    except Exception as e:  # onnxruntime's exception types vary by version
+        if type(e).__module__.startswith("onnxruntime"):
+            raise UsageError(f"onnxruntime cannot run the input model on generated inputs ({_line(e)}); "
+                             "--no-check skips verification") from None
+        raise VerificationError(f"the checks could not be prepared ({type(e).__name__}: {_line(e)})") from None
+    plan, skipped = [], []
+    for shape in check_shapes(done.ranges, v.roles, shapes):
+        (skipped if over_budget(original, specs, shape) else plan).append(shape)
+    try:
+        report = v.run(plan, levels, list(references), progress)
+    except Exception as e:  # a check that cannot run is no pass: nothing is written
+        raise VerificationError(f"the checks could not run ({type(e).__name__}: {_line(e)})") from None
+    report.checks += [Check("runs", shape, level, "unverified", note=over_budget(original, specs, shape))
+                      for shape in skipped for level in levels]
+    return report
+
+
+def _line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+def recorded_ranges(model: onnx.ModelProto) -> dict[str, SymbolRange]:
+    """The symbol ranges a previous run stored in ``metadata_props`` (empty when none or malformed)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        stored = json.loads(props.get(RANGE_KEY, "{}"))
+        return {s: SymbolRange(s, int(r["static"]), int(r.get("min") or 1),
+                               None if r.get("max") is None else int(r["max"]),
+                               f"recorded in {RANGE_KEY}", int(r.get("multiple") or 1))
+                for s, r in stored.items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _keep_recorded(ranges: dict[str, SymbolRange], recorded: dict[str, SymbolRange], carried: set[str]) -> None:
+    """A symbol carried from a previous run keeps the range that run derived (a position table it read
+    may now sit behind a run-time computation the analysis no longer bounds)."""
+    for s in carried & set(recorded) & set(ranges):
+        r, old = ranges[s], recorded[s]
+        r.static = old.static
+        r.min = max(r.min, old.min)
+        r.multiple = max(r.multiple, old.multiple)
+        if old.max is not None and (r.max is None or old.max < r.max):
+            r.max, r.reason = old.max, old.reason
 
 
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,16 +15,16 @@ from typing import Annotated
 import onnxruntime as ort
 import typer
 
-from . import io, presets, sidecar
+from . import __version__, io, paths, presets, sidecar
 from .api import DynifyResult, dynify
-from .errors import EXIT_VERIFY_FAILED, DynifyError, RefusedError, UsageError
+from .errors import EXIT_VERIFY_FAILED, Interrupted, RefusedError, UsageError, describe
 from .fix import fix_dims
 from .inspection import inspect_model
 from .spec import dynamic_axes_from_json, parse_axis
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Make a statically exported ONNX model dynamic, verified by parity on onnxruntime.")
-inspect_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+inspect_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                           help="Show a model's inputs, outputs and candidate dynamic axes.")
 
 
@@ -108,28 +112,57 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
         echo(f"wrote {out}")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"winml-dynify {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                             help="Print the version and exit.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+
+@contextmanager
+def _guarded(debug: bool) -> Iterator[None]:
+    """Every failure leaves as one line on stderr and its exit code (:func:`errors.describe`)."""
+    try:
+        yield
+    except (typer.Exit, SystemExit):
+        raise
+    except BaseException as e:  # every other failure, including interrupts: one line and an exit code
+        if debug:
+            traceback.print_exc()
+        message, code = describe(e)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code) from None
+
+
 @app.command()
 def main_command(
     model: Annotated[Path, typer.Argument(help="Static ONNX model (e.g. from winml export).")],
-    axis: Annotated[list[str] | None, typer.Option("--axis", "-a", help="NAME:AXIS=SYMBOL; repeatable. "
-                                                    "The same SYMBOL on several inputs ties them.")] = None,
-    axes_json: Annotated[Path | None, typer.Option("--axes-json", help="torch dynamic_axes JSON, or an export "
-                                                   "config holding a dynamic_axes key.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output path "
+    axis: Annotated[list[str] | None, typer.Option("--axis", "-a", metavar="NAME:AXIS=SYMBOL",
+                                                   help="Repeatable. The same SYMBOL on several inputs ties "
+                                                   "them.")] = None,
+    axes_json: Annotated[Path | None, typer.Option("--axes-json", metavar="FILE", help="torch dynamic_axes "
+                                                   "JSON, or an export config holding a dynamic_axes key.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="OUT", help="Output path "
                                                 "(default: <stem>.dynamic.onnx beside MODEL).")] = None,
-    check_shapes: Annotated[str | None, typer.Option("--check-shapes", help="Shapes to verify, "
+    check_shapes: Annotated[str | None, typer.Option("--check-shapes", metavar="SHAPES", help="Shapes to verify, "
                                                      "e.g. 'batch=1,3,8;seq=5,16'.")] = None,
-    reference: Annotated[list[Path] | None, typer.Option("--reference", help="Static export of the same "
-                                                         "weights at another shape; repeatable.")] = None,
+    reference: Annotated[list[Path] | None, typer.Option("--reference", metavar="FILE", help="Static export of "
+                                                         "the same weights at another shape; repeatable.")] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip verification (said in the output).")] = False,
-    ep: Annotated[str, typer.Option("--ep", help="onnxruntime execution provider for verification.")] =
-        "CPUExecutionProvider",
-    report: Annotated[Path | None, typer.Option("--report", help="Write the full report as JSON.")] = None,
+    ep: Annotated[str, typer.Option("--ep", metavar="PROVIDER", help="onnxruntime execution provider for "
+                                    "verification.")] = "CPUExecutionProvider",
+    report: Annotated[Path | None, typer.Option("--report", metavar="FILE", help="Write the full report as "
+                                                "JSON.")] = None,
     keep_failed: Annotated[bool, typer.Option("--keep-failed", help="Write the output even when "
                                               "verification fails (exit code stays 1).")] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: show what would be rewritten; write nothing.")]
         = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated check inputs.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the generated check inputs (>= 0).")]
+        = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Preset: axis 0 of every input whose "
                                                 "first dim is the common batch size, symbol 'batch'.")] = False,
@@ -138,21 +171,42 @@ def main_command(
                                               "'sequence_length'.")] = False,
     dynamic_image: Annotated[bool, typer.Option("--dynamic-image", help="Preset: axes 2 and 3 of the 4-D float "
                                                 "(NCHW) inputs, symbols 'height' and 'width'.")] = False,
-    target: Annotated[Target | None, typer.Option("--target", case_sensitive=False, help="Where the model "
-                                                  "will run. qnn is refused: its HTP backend needs static "
-                                                  "shapes.")] = None,
+    target: Annotated[Target | None, typer.Option("--target", case_sensitive=False, metavar="cpu|cuda|dml|qnn",
+                                                  help="Where the model will run. qnn is refused: its HTP "
+                                                  "backend needs static shapes.")] = None,
+    debug: DebugOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Make the chosen input dims of MODEL symbolic and rewrite every shape constant that depended on them.
 
-    Also: winml-dynify inspect MODEL (inputs, outputs, candidate axes, what each preset would do).
+    Also: winml-dynify inspect MODEL (inputs, outputs, candidate axes, what each preset would do), and
+    winml-dynify fix MODEL SYMBOL=N ... (fix symbols back to sizes).
     """
-    try:
+    with _guarded(debug):
         wanted = [name for name, on in (("batch", dynamic_batch), ("seq", dynamic_seq), ("image", dynamic_image))
                   if on]
         if target is Target.qnn:
             raise _qnn_refusal(list(axis or []), wanted)
+        if seed < 0:
+            raise UsageError(f"--seed {seed}: the seed must be >= 0")
+        for ref in reference or []:
+            if not ref.is_file():
+                raise UsageError(f"--reference file not found: {ref}")
+        shapes = _parse_shapes(check_shapes) if check_shapes else None
         requests: list = list(axis or [])
         loaded, external = io.read(model, weights=False)
+        out = output or model.with_name(f"{model.stem}.dynamic.onnx")
+        reads = paths.model_reads(model, external)
+        reads.update({f"--reference {r}": r for r in reference or []})
+        if axes_json is not None:
+            reads["--axes-json file"] = axes_json
+        side = sidecar.read(model)
+        writes = {} if plan else paths.model_writes(out)
+        if side is not None and not plan:
+            writes["output sidecar"] = sidecar.target(model, out)
+        if report is not None:
+            writes["--report file"] = report
+        paths.check(writes, reads)
         declared = []
         if axes_json is not None:
             from_json, declared = dynamic_axes_from_json(axes_json, loaded)
@@ -164,13 +218,6 @@ def main_command(
         if ep not in ort.get_available_providers():
             raise UsageError(f"execution provider {ep!r} is not available; installed: "
                              f"{', '.join(ort.get_available_providers())}")
-        shapes = _parse_shapes(check_shapes) if check_shapes else None
-        out = output or model.with_name(f"{model.stem}.dynamic.onnx")
-        if out.resolve() == model.resolve():
-            raise UsageError("the output path is the input model; choose another -o")
-        side = sidecar.read(model)
-        if side is not None:
-            sidecar.target(model, out)
         progress = None if quiet or not sys.stderr.isatty() else _progress
         res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
                      references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
@@ -184,8 +231,8 @@ def main_command(
             ranges = {s: {"min": r.min, "max": r.max, "static": r.static} for s, r in res.ranges.items()}
             side_written = sidecar.write_beside(model, out, loaded, res.model, ranges, data=side)
         if report is not None:
-            report.write_text(json.dumps({**res.as_dict(), "sidecar": str(side_written) if side_written else None},
-                                         indent=1))
+            paths.write_text(report, json.dumps({**res.as_dict(),
+                                                 "sidecar": str(side_written) if side_written else None}, indent=1))
         _print_summary(res, written, quiet, plan)
         if side_written is not None and not quiet:
             typer.echo(f"wrote {side_written}")
@@ -195,9 +242,6 @@ def main_command(
                        f"{bad.note or 'outputs differ'}; " + ("output written anyway (--keep-failed)" if keep_failed
                                                             else "nothing written"), err=True)
             raise typer.Exit(EXIT_VERIFY_FAILED)
-    except DynifyError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
 
 
 def _progress(done: int, total: int) -> None:
@@ -213,14 +257,13 @@ def _progress(done: int, total: int) -> None:
 def inspect_command(
     model: Annotated[Path, typer.Argument(help="ONNX model to inspect.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    debug: DebugOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Show the inputs, outputs and candidate dynamic axes of MODEL, and whether each preset's axes can be
     made dynamic (the rewrite is tried, not verified; nothing is written)."""
-    try:
+    with _guarded(debug):
         info = inspect_model(model)
-    except DynifyError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
     if as_json:
         typer.echo(json.dumps(info, indent=1))
         return
@@ -272,40 +315,52 @@ def format_inspection(info: dict, max_targets: int = 4) -> list[str]:
     return lines
 
 
-fix_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+fix_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+def parse_sizes(values: list[str]) -> dict[str, int]:
+    """``["batch=1", "seq=128"]`` -> {"batch": 1, "seq": 128}."""
+    sizes = {}
+    for v in values:
+        name, _, size = v.partition("=")
+        if not name or not size.isdigit():
+            raise UsageError(f"malformed {v!r}: expected SYMBOL=SIZE, e.g. seq=128")
+        sizes[name] = int(size)
+    return sizes
 
 
 @fix_app.command()
 def fix_command(
     model: Annotated[Path, typer.Argument(help="A dynified ONNX model.")],
     values: Annotated[list[str], typer.Argument(help="SYMBOL=SIZE for each symbol to fix, e.g. batch=1 seq=128.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output path "
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="OUT", help="Output path "
                                                 "(default: <stem>.fixed.onnx beside MODEL).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Allow sizes outside the range stored in the model's "
+                                        "winml.dynify.symbol_ranges.")] = False,
+    debug: DebugOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Fix symbols of MODEL back to sizes and fold the shape computations: the static graph the QNN/HTP
     path expects."""
-    try:
-        sizes = {}
-        for v in values:
-            name, _, size = v.partition("=")
-            if not name or not size.isdigit():
-                raise UsageError(f"malformed {v!r}: expected SYMBOL=SIZE, e.g. seq=128")
-            sizes[name] = int(size)
+    with _guarded(debug):
+        sizes = parse_sizes(values)
         loaded, external = io.read(model)
         out = output or model.with_name(f"{model.stem}.fixed.onnx")
-        if out.resolve() == model.resolve():
-            raise UsageError("the output path is the input model; choose another -o")
-        io.save(fix_dims(loaded, sizes), out, external=external)
+        paths.check(paths.model_writes(out), paths.model_reads(model, external))
+        io.save(fix_dims(loaded, sizes, force=force), out, external=external)
         typer.echo(f"fixed {', '.join(f'{k}={v}' for k, v in sizes.items())}; wrote {out}")
-    except DynifyError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Interrupted()
 
 
 def main() -> None:
+    """Entry point: ``winml-dynify [inspect|fix] ...``. SIGTERM raises, so temporary files are removed."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if len(sys.argv) > 1 and sys.argv[1] == "inspect":
         inspect_app(args=sys.argv[2:], prog_name="winml-dynify inspect")
     elif len(sys.argv) > 1 and sys.argv[1] == "fix":
         fix_app(args=sys.argv[2:], prog_name="winml-dynify fix")
     else:
-        app()
+        app(prog_name="winml-dynify")

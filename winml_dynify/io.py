@@ -24,6 +24,8 @@ from onnx.external_data_helper import load_external_data_for_model, load_externa
 
 from .errors import UsageError
 
+MIN_IR_VERSION = 3  # the first IR version with opset imports
+MIN_OPSET = 7  # the oldest default-domain opset onnxruntime has kernels for
 _INLINE_LIMIT = 2**31 - 1 - (64 << 20)  # tensor bytes above which a model is saved with external data
 INLINE_BYTES = 64 * 1024  # external tensors up to this size are read into the graph by read(weights=False)
 _FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write
@@ -58,7 +60,31 @@ def read(path: str | os.PathLike, weights: bool = True) -> tuple[onnx.ModelProto
         raise UsageError(f"cannot read {p} as an ONNX model: {reason}") from None
     if not model.graph.node and not model.graph.input:
         raise UsageError(f"cannot read {p} as an ONNX model: it holds no graph")
+    validate(model, p)
     return model, external
+
+
+def validate(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse (usage error) what no later step can handle: an IR version or a default-domain opset outside
+    the range onnx and onnxruntime support, graph inputs defined twice, negative dims."""
+    if not MIN_IR_VERSION <= model.ir_version <= onnx.IR_VERSION:
+        raise UsageError(f"{path}: IR version {model.ir_version} is not supported (onnx {onnx.__version__} reads "
+                         f"IR versions {MIN_IR_VERSION} to {onnx.IR_VERSION})")
+    top = onnx.defs.onnx_opset_version()
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and not MIN_OPSET <= op.version <= top:
+            raise UsageError(f"{path}: default-domain opset {op.version} is not supported (supported: "
+                             f"{MIN_OPSET}, the oldest onnxruntime has kernels for, to {top}, the newest onnx "
+                             f"{onnx.__version__} knows; onnx.version_converter converts between opsets)")
+    names = [vi.name for vi in model.graph.input]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"{path}: graph input {twice[0]!r} is defined more than once")
+    for vi in [*model.graph.input, *model.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        bad = [d.dim_value for d in dims if d.HasField("dim_value") and d.dim_value < 0]
+        if bad:
+            raise UsageError(f"{path}: {vi.name!r} has a negative dim ({bad[0]}); dims are sizes >= 0 or names")
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, external: bool = False,

@@ -49,12 +49,13 @@ class Realizer:
 
     ``sources`` maps each symbol to a graph input and axis that carries it. Results are cached, so a
     dim or shape vector needed by several nodes is computed once. ``relations`` are the symbols the graph
-    requires to equal a polynomial of the others, checked at run time by :meth:`guard`.
+    requires to equal a polynomial of the others, checked at run time by :meth:`guard`. ``taken`` are names
+    already used in the graph (a model rewritten before holds ``dynify/...`` names): new names avoid them.
     """
 
     def __init__(self, symbols: dict[str, Symbol], sources: dict[str, tuple[str, int]],
                  dim_sources: dict[Vals, tuple[str, int]] | None = None, opset: int = 17,
-                 relations: dict[str, Poly] | None = None):
+                 relations: dict[str, Poly] | None = None, taken: set[str] | None = None):
         self.symbols = symbols
         self.opset = opset
         self.sources = sources
@@ -65,9 +66,12 @@ class Realizer:
         self._cache: dict[object, str] = {}
         self._n = 0
         self.tags: list[onnx.StringStringEntryProto] = []
+        self._taken = taken or set()
 
     def _name(self, kind: str) -> str:
         self._n += 1
+        while f"dynify/{kind}_{self._n}" in self._taken:
+            self._n += 1
         return f"dynify/{kind}_{self._n}"
 
     def const(self, arr: np.ndarray, kind: str = "const") -> str:
@@ -191,6 +195,7 @@ class Realizer:
         if key not in self._cache:
             label = describe(vals, self.symbols).replace("*", "_")
             name = f"dynify/{label}_must_be_at_most_{limit}"
+            name = name if name not in self._taken else self._name(name.removeprefix("dynify/"))
             sizes = self.const(np.arange(limit + 1, dtype=np.int64), f"sizes_up_to_{limit}")
             check = helper.make_node("Gather", [sizes, self.dim(vals)], [name], name=name)
             check.metadata_props.extend(self.tags)

@@ -137,7 +137,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     sources = {}
     for s in specs:
         sources.setdefault(s.symbol, (s.input, s.axis))
-    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations)
+    taken = {t for n in all_nodes(graph) for t in (*n.output, _original_name(n.name))} | {
+        t.name for t in graph.initializer} | {vi.name for vi in graph.input}
+    rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations, taken)
     if an.conflicts:
         _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
         raise RefusedError(_refusal(an.conflicts, specs, an.ties, model.graph))

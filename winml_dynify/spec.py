@@ -11,7 +11,16 @@ import onnx
 
 from .errors import UsageError
 
-_AXIS_RE = re.compile(r"^(?P<name>.+):(?P<axis>-?\d+)=(?P<sym>[A-Za-z_][A-Za-z0-9_]*)$")
+SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")  # as torch and onnx users write dim names
+_AXIS_RE = re.compile(r"^(?P<name>.+):(?P<axis>-?\d+)=(?P<sym>[^=]+)$")
+
+
+def check_symbol(symbol: object, where: str) -> str:
+    """``symbol`` if it is identifier-like (letters, digits, ``_`` and ``.``, not starting with a digit)."""
+    if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
+        raise UsageError(f"{where}: symbol {symbol!r} is not a dim name (letters, digits, '_' and '.', "
+                         "not starting with a digit), e.g. batch or sequence_length")
+    return symbol
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ def parse_axis(text: str) -> tuple[str, int, str]:
     m = _AXIS_RE.match(text.strip())
     if not m:
         raise UsageError(f"malformed --axis {text!r}: expected NAME:AXIS=SYMBOL, e.g. input_ids:0=batch")
-    return m["name"], int(m["axis"]), m["sym"]
+    return m["name"], int(m["axis"]), check_symbol(m["sym"], f"--axis {text}")
 
 
 def _read_dynamic_axes(path: Path) -> dict:
@@ -46,7 +55,7 @@ def _dynamic_axes_entries(path: Path) -> list[tuple[str, int, str, bool]]:
     for name, axes in _read_dynamic_axes(path).items():
         try:
             if isinstance(axes, dict):
-                items = [(int(k), str(v), True) for k, v in axes.items()]
+                items = [(int(k), check_symbol(v, f"{path}: {name}:{k}"), True) for k, v in axes.items()]
             elif isinstance(axes, list):
                 items = [(int(k), f"{name}_dim_{int(k)}", False) for k in axes]
             else:
@@ -143,6 +152,7 @@ def resolve(model: onnx.ModelProto, requested: list[tuple[str, int, str]]) -> tu
     specs: list[AxisSpec] = []
     chosen: dict[tuple[str, int], str] = {}
     for name, axis, sym in requested:
+        check_symbol(sym, f"{name}:{axis}")
         if name not in inputs:
             raise UsageError(f"unknown input {name!r}; the model's inputs are: {', '.join(inputs)}")
         dims = inputs[name].type.tensor_type.shape.dim

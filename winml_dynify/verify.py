@@ -88,6 +88,8 @@ def _inputs(model: onnx.ModelProto, specs: list[AxisSpec]) -> list[_Input]:
             inp.low, inp.high = int(ranges[vi.name][0]), int(ranges[vi.name][1])
         if vi.name in vocab:
             inp.high = min(vocab[vi.name], inp.high) if vi.name in ranges else vocab[vi.name]
+        if not static and dt.kind in "iu" and vi.name not in ranges:
+            inp.low = max(inp.low, 1)  # a scalar integer is a step, length or count: 0 can crash a kernel (SIGFPE)
         out.append(inp)
     return out
 
