@@ -30,6 +30,7 @@ KNOWN_REFUSED = {
     # a flattened batch*(width/8) token axis split back into [1, 20, 120]: batch times a strided size is no
     # product of symbols the Reshape solver can split
     "ppocr_rec_w",
+    "mobilevitv2_hw",  # the last stage's [.., 4, 2] patch split: which factor is the fixed patch is ambiguous
 }
 
 

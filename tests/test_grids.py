@@ -104,3 +104,32 @@ def test_a_branch_resized_to_the_size_of_the_branch_it_is_added_to(rng):
         x = rng.standard_normal((b, 3, h, w)).astype(np.float32)
         want = np.concatenate([run(_two_branch(h, w, k1, k2, k3), {"x": x[i:i + 1]})[0] for i in range(b)])
         np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+
+
+def _tokens(w: int, k: np.ndarray, g: np.ndarray) -> onnx.ModelProto:
+    """A text-recogniser encoder: a stride-8 conv gives width/8 tokens, flattened with the batch into a
+    baked [tokens, 6] for a Gemm and split back into a baked [1, tokens, 6] for the residual Add."""
+    n = w // 8
+    return make_model([helper.make_node("Conv", ["x", "k"], ["c"], strides=[8, 8]),
+                       helper.make_node("Reshape", ["c", "t1"], ["f"]),
+                       helper.make_node("Transpose", ["f"], ["seq"], perm=[0, 2, 1]),
+                       helper.make_node("Reshape", ["seq", "t2"], ["flat"]),
+                       helper.make_node("Gemm", ["flat", "g"], ["mix"]),
+                       helper.make_node("Reshape", ["mix", "t3"], ["back"]),
+                       helper.make_node("Add", ["seq", "back"], ["y"])],
+                      [tensor("x", [1, 3, 8, w])], [tensor("y", [1, n, 6])],
+                      {"k": k, "g": g, "t1": np.array([1, 6, -1], np.int64), "t2": np.array([n, 6], np.int64),
+                       "t3": np.array([1, n, 6], np.int64)})
+
+
+def test_batch_times_a_strided_size_splits_back_into_batch_and_tokens(rng):
+    """Exported at width 160 (20 tokens): [20, 6] holds batch*width/8 and [1, 20, 6] splits it back into
+    batch and width/8; checked against static builds at width 96 (batch 3) and 200."""
+    k = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    g = rng.standard_normal((6, 6)).astype(np.float32)
+    res = dynify(_tokens(160, k, g), ["x:0=batch", "x:3=width"])
+    assert res.verified
+    for b, w in ((3, 96), (1, 200)):
+        x = rng.standard_normal((b, 3, 8, w)).astype(np.float32)
+        want = np.concatenate([run(_tokens(w, k, g), {"x": x[i:i + 1]})[0] for i in range(b)])
+        np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-5)

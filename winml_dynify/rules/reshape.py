@@ -27,8 +27,16 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         ctx.conflict("its target does not fit its input even at the exported shape")
         return None
 
-    def splittable(vals: Vals) -> bool:  # a symbolic product of symbols: a spare output 1 may take one
-        return not is_static(vals) and _monomial(ctx, vals) is not None
+    def splittable(vals: Vals) -> bool:
+        """A spare output 1 may take a symbol of a product of symbols, or of a symbol times a strided size
+        seen in the graph (``batch * width/8`` tokens)."""
+        if is_static(vals):
+            return False
+        if _monomial(ctx, vals) is not None:
+            return True
+        return any(all(x > 0 and v % x == 0 for v, x in zip(vals, s.vals, strict=True))
+                   and tuple(v // x for v, x in zip(vals, s.vals, strict=True)) in ctx.dim_sources
+                   for s in ctx.symbols.values())
 
     groups = _groups(in_shape, static_out, splittable)
     if groups is None:
@@ -194,6 +202,9 @@ def _split_known(ctx: Ctx, total: Vals, outs: list[int]) -> list[Vals] | None:
             if len(others) == 1 and rest[0] == others[0] and (is_static(rest) or rest in known):
                 found.append([v, rest] if k == 0 else [rest, v])
     unique = {tuple(f) for f in found}
+    if len(unique) > 1:  # a symbol apart from a strided size (batch, width/8) rather than their product kept whole
+        spread = max(sum(not is_static(v) for v in f) for f in unique)
+        unique = {f for f in unique if sum(not is_static(v) for v in f) == spread}
     if len(unique) > 1:  # equal sizes at export (a square image): keep the order of the source's axes
         def in_order(split: tuple[Vals, ...]) -> bool:
             where = [ctx.dim_sources.get(v) for v in split]
