@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 
 import onnx
 
@@ -12,7 +13,7 @@ from .analysis import Analysis, Binding, analyse, constants, opset_of
 from .dims import Origin, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, row_index
+from .rules import divisor, grids, row_index
 from .rules.constants import regenerate
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -176,7 +177,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         rz.tags = list(users[0][0].metadata_props) if users else []
         try:
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
-            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok)
+            regen = regenerate(cname, arr, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
@@ -338,7 +339,7 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
         try:
             lazy, dtype = consts[cname]
             prefix_ok = _sequence_only(model, axes.values(), specs, an.symbols)
-            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok)
+            regenerate(cname, lazy.array, dtype, axes, tables, rz, prefix_ok, partial(grids.layouts, an.infos))
         except RefusedError as e:
             raise RefusedError(f"{e}{_hint(specs, model.graph)}") from None
 

@@ -12,6 +12,9 @@ constant with bound axes the content is classified and rebuilt at run time:
 * **exported prefix**: any other content along one axis (a position table folded by an optimiser, whose
   source is gone) -> ``Slice`` of the constant itself: the symbol is bounded by the exported size, and the
   parity oracles check the shorter sizes;
+* **folded grid**: along an axis that concatenates flattened feature grids, content affine in every piece's
+  grid indices (anchor points, stride tables of detection heads) -> ``Range`` per piece (see
+  :mod:`.grids`);
 * **rotary table**: ``cos``/``sin`` of ``w * index`` with a frequency per column -> ``Cos``/``Sin`` of a
   ``Range`` (a folded rotary-embedding table);
 * **relative mask**: a square pair of axes whose content depends only on ``j - i`` -> a step function
@@ -23,6 +26,7 @@ Anything else is refused with the constant's name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +36,7 @@ from ..analysis import Binding, Lazy
 from ..dims import Vals
 from ..errors import RefusedError
 from ..realize import Realizer
+from . import grids
 
 MAX_STEPS = 3  # a relative mask with more pieces (position buckets) is kept at its exported size
 
@@ -149,11 +154,13 @@ def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
 
 
 def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding], tables: dict[str, Lazy],
-               rz: Realizer, prefix_ok: bool = False) -> Regenerated:
+               rz: Realizer, prefix_ok: bool = False,
+               layouts: Callable[[Vals], list[grids.Layout]] | None = None) -> Regenerated:
     """Run-time replacement for constant ``name`` whose axes ``axes`` follow symbols.
 
     ``prefix_ok``: the symbols are sequence axes checked by the padding oracle, so content that cannot be
-    extended may be kept for the exported positions (bounding the symbol).
+    extended may be kept for the exported positions (bounding the symbol). ``layouts``: how a dim was
+    built from flattened grids (:func:`.grids.layouts`), for folded grids.
     """
     offsets = {a: b for a, b in axes.items() if b.kind == "row-offset"}
     axes = {a: b for a, b in axes.items() if a not in offsets}
@@ -187,7 +194,11 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
         vals = axes[a].vals
         prefix = _table_prefix(name, core, a, tables)
         trig = None if prefix else _trigonometric(core, a)
-        if trig is not None:
+        grid = None if prefix or trig else _grid(name, core, a, layouts(vals) if layouts else [])
+        if grid is not None:
+            out = grids.realize(grid, a, core.ndim, dtype, rz)
+            kinds.append("grid")
+        elif trig is not None:
             fn, freq = trig
             angle = rz.node("Mul", [_index(rz, vals, core.ndim, a, dtype), rz.const(freq)])
             out = rz.node(fn, [angle])
@@ -207,7 +218,7 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
             kinds.append("exported-prefix")
         else:
             raise RefusedError(f"constant '{name}' {list(arr.shape)}: axis {a} must follow a symbol, but its "
-                               "content is not a fill, an arange or a slice of a table in the model")
+                               "content is not a fill, an arange, a folded grid or a slice of a table in the model")
     elif len(rest) == 2 and axes[rest[0]].vals == axes[rest[1]].vals:
         a, b = rest
         vals = axes[a].vals
@@ -235,6 +246,16 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
     if uniform:
         out = rz.node("Expand", [out, rz.vector([axes[a].vals if a in uniform else 1 for a in range(arr.ndim)])])
     return Regenerated(out, "+".join(kinds), upper, index)
+
+
+def _grid(name: str, arr: np.ndarray, axis: int, layouts: list[grids.Layout]) -> list[grids.Piece] | None:
+    """The one layout under which ``arr`` is a folded grid along ``axis``; refused when several fit with
+    different pieces (their run-time sizes would differ)."""
+    fits = [(lay, p) for lay in layouts if (p := grids.fit(arr, axis, lay)) is not None]
+    if len(fits) > 1:
+        raise RefusedError(f"constant '{name}' {list(arr.shape)}: axis {axis} fits several grid layouts "
+                           f"({len(fits)}); which one the model uses is ambiguous")
+    return fits[0][1] if fits else None
 
 
 def _relative_runtime(f: dict[int, object], core: np.ndarray, a: int, b: int, vals: Vals, dtype: int,
