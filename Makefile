@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test lint bench fixtures eval clean
+.PHONY: install demo test lint bench fixtures derived eval clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ fixtures:
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
+	.venv-fixtures/bin/python fixtures/make_derived.py
+
+# The derived fixtures (onnxruntime-optimised, float16, QDQ, version-converted) make test leaves out.
+derived: install
+	$(BIN)/pytest -q -m derived_full tests/test_derived.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
