@@ -25,6 +25,9 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
+    # opset-14 OPT: the causal mask is built by a ScatterND whose computed index tuples bake batch 1;
+    # verification finds the rewrite wrong per sample, nothing is written
+    "opt_opset14",
 }
 
 
@@ -81,7 +84,7 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED} | {("opt_opset14", True)}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,
