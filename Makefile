@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test lint bench fixtures derived eval clean
+.PHONY: install demo test test-large lint bench fixtures derived eval clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,10 @@ demo: install
 		--reference fixtures/bert_tiny/ref_batch3_seq24.onnx --report out/bert_tiny.report.json
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not large and not derived_full"
+
+test-large: install
+	$(BIN)/pytest -q -m large
 
 lint: install
 	$(BIN)/ruff check winml_dynify tests bench fixtures/make_inputs.py
@@ -38,6 +41,7 @@ fixtures:
 	$(PYTHON) -m venv .venv-fixtures
 	.venv-fixtures/bin/pip install -q -e '.[fixtures]'
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
+	.venv-fixtures/bin/python fixtures/vision/make_vision_fixtures.py
 	.venv-fixtures/bin/python fixtures/make_derived.py
 
 # The derived fixtures (onnxruntime-optimised, float16, QDQ, version-converted) make test leaves out.

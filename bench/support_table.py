@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS = [ROOT / "fixtures" / "manifest.json", ROOT / "fixtures" / "winml" / "manifest.json"]
+MANIFESTS = [ROOT / "fixtures" / "manifest.json", ROOT / "fixtures" / "winml" / "manifest.json",
+             ROOT / "fixtures" / "vision" / "manifest.json"]
 OUTCOME = {0: "verified", 1: "refused (verification failed)", 2: "usage error", 3: "refused (cannot rewrite)"}
 SHORT = {0: "verified", 1: "refused", 2: "usage error", 3: "refused"}
 

@@ -34,9 +34,11 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray
 
 
 def manifest_cases() -> list[dict]:
-    """Cases of fixtures/manifest.json (torch exports) and fixtures/winml/manifest.json (winml export)."""
+    """Cases of fixtures/manifest.json (torch exports), fixtures/winml/manifest.json (winml export) and
+    fixtures/vision/manifest.json (ultralytics, timm, torchvision)."""
     cases = []
-    for manifest in (FIXTURES / "manifest.json", FIXTURES / "winml" / "manifest.json"):
+    for manifest in (FIXTURES / "manifest.json", FIXTURES / "winml" / "manifest.json",
+                     FIXTURES / "vision" / "manifest.json"):
         if manifest.is_file():
             for c in json.loads(manifest.read_text())["cases"]:
                 cases.append({**c, "root": manifest.parent})

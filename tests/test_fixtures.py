@@ -25,6 +25,9 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
+    # a flattened batch*(width/8) token axis split back into [1, 20, 120]: batch times a strided size is no
+    # product of symbols the Reshape solver can split
+    "ppocr_rec_w",
     # opset-14 OPT: the causal mask is built by a ScatterND whose computed index tuples bake batch 1;
     # verification finds the rewrite wrong per sample, nothing is written
     "opt_opset14",
@@ -44,6 +47,11 @@ def dynify_cli(case, axes: list[str], out) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_fixture_parity(case, tmp_path):
+    assert_parity(case, tmp_path)
+
+
+def assert_parity(case, tmp_path) -> None:
+    """The CLI on the case with all its axes: refused (if that is expected) or equal to every reference."""
     out = tmp_path / "out.onnx"
     p = dynify_cli(case, case["axes"], out)
     if p.returncode != 0:

@@ -74,3 +74,33 @@ def test_a_grid_constant_with_other_content_is_refused_by_name(rng):
     k2 = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
     with pytest.raises(RefusedError, match="constant 'points'"):
         dynify(_head(24, 40, k1, k2, "cn", perturb=True), ["x:2=height", "x:3=width"])
+
+
+def _two_branch(h: int, w: int, k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> onnx.ModelProto:
+    """Low-level features at stride 2, high-level at stride 4 resized to the low-level size (a baked
+    ``sizes``) through a 1x1 conv and added; the sum resized back to the input size (baked too)."""
+    lh, lw = -(-h // 2), -(-w // 2)
+    return make_model([helper.make_node("Conv", ["x", "k1"], ["low"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                       helper.make_node("Conv", ["low", "k2"], ["high"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                       helper.make_node("Resize", ["high", "", "", "inner"], ["up"], mode="linear"),
+                       helper.make_node("Conv", ["up", "k3"], ["cls"]),
+                       helper.make_node("Add", ["low", "cls"], ["s"]),
+                       helper.make_node("Resize", ["s", "", "", "outer"], ["y"], mode="linear")],
+                      [tensor("x", [1, 3, h, w])], [tensor("y", [1, 2, h, w])],
+                      {"k1": k1, "k2": k2, "k3": k3, "inner": np.array([1, 2, lh, lw], np.int64),
+                       "outer": np.array([1, 2, h, w], np.int64)})
+
+
+def test_a_branch_resized_to_the_size_of_the_branch_it_is_added_to(rng):
+    """Exported at 24 x 40: the inner baked [12, 20] follows the low-level branch (through the 1x1 conv
+    and the Add), the outer [24, 40] the input; checked against static builds at 20 x 36 and odd 13 x 30."""
+    k1 = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    k2 = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    k3 = rng.standard_normal((2, 2, 1, 1)).astype(np.float32)
+    res = dynify(_two_branch(24, 40, k1, k2, k3), ["x:0=batch", "x:2=height", "x:3=width"])
+    assert res.outputs["y"] == ["batch", 2, "height", "width"]
+    assert [r["rule"] for r in res.rewrites] == ["resize-shape", "resize-shape"]
+    for b, h, w in ((2, 20, 36), (1, 13, 30)):
+        x = rng.standard_normal((b, 3, h, w)).astype(np.float32)
+        want = np.concatenate([run(_two_branch(h, w, k1, k2, k3), {"x": x[i:i + 1]})[0] for i in range(b)])
+        np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-5)

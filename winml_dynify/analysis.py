@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
+from . import io
 from .dims import Dim, Origin, Symbol, Vals, const, describe, factor
 from .errors import RefusedError
 
@@ -215,7 +215,7 @@ class Lazy:
     @property
     def array(self) -> np.ndarray:
         if self._array is None:
-            self._array = numpy_helper.to_array(self._proto)
+            self._array = io.tensor_array(self._proto)  # from its external file if it has one
         return self._array
 
 

@@ -60,7 +60,8 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
            shapes: dict[str, list[int]] | None = None, references: Sequence[str] = (),
            provider: str = "CPUExecutionProvider", opt_levels: Sequence[str] = ("disabled", "all"),
            seed: int = 0, progress: Callable[[int, int], None] | None = None,
-           presets: Sequence[str] = (), expect_outputs: Sequence[OutputAxis] = ()) -> DynifyResult:
+           presets: Sequence[str] = (), expect_outputs: Sequence[OutputAxis] = (),
+           inplace: bool = False, data_dir: str | os.PathLike | None = None) -> DynifyResult:
     """Make ``axes`` of ``model`` symbolic, rewrite what depended on them and check parity.
 
     ``presets`` (``"batch"``, ``"seq"``, ``"image"``) add the axes :mod:`winml_dynify.presets` selects;
@@ -68,8 +69,21 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     before verification. Raises :class:`UsageError` for bad requests, :class:`RefusedError` when the model
     cannot be made dynamic soundly. Verification failures are reported in ``result.report``
     (``result.verified``).
+
+    Without verification the rewrite works on the model itself, copying no weight, when ``model`` is a
+    path or ``inplace`` is set (the given ModelProto then becomes ``result.model``); verification needs
+    the original, so it always rewrites a copy. ``data_dir`` is the folder of the external data files of
+    a model read without its weights (``io.read(path, weights=False)``; save the result with ``io.save``).
     """
-    original = io.load(model) if not isinstance(model, onnx.ModelProto) else model
+    with io.external_dir(data_dir):
+        return _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
+                       expect_outputs, inplace)
+
+
+def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
+            expect_outputs, inplace) -> DynifyResult:
+    owned = inplace or not isinstance(model, onnx.ModelProto)
+    original = model if isinstance(model, onnx.ModelProto) else io.load(model)
     selections = select(original, list(presets))
     axes = [*axes, *(a for sel in selections for a in sel.axes)]
     if not axes:
@@ -82,7 +96,7 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     carried, carried_sizes = carried_axes(original, statics)
     specs = specs + [c for c in carried if c not in specs]
     statics = {**carried_sizes, **statics}
-    done = rewrite(original, specs, statics)
+    done = rewrite(original, specs, statics, inplace=owned and not verify)
     _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
     result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
@@ -102,20 +116,25 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
                 ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding]) -> None:
     """The rewritten graph must analyse (under the same Reshape choices) with nothing left to bind or
-    rewrite, and onnx must infer it strictly."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    name_nodes(probe.graph)
-    multiples = {s: r.multiple for s, r in ranges.items() if r.multiple > 1}
-    an = analyse_request(probe, specs, statics, multiples, choices)
+    rewrite, and onnx must infer it strictly. Works on ``model`` itself (node names are restored after),
+    and infers shapes on a copy without the weights: no weight is copied."""
+    names = [n.name for n in model.graph.node]
+    name_nodes(model.graph)
+    try:
+        multiples = {s: r.multiple for s, r in ranges.items() if r.multiple > 1}
+        an = analyse_request(model, specs, statics, multiples, choices)
+        pending = pending_sites(model, an)
+    finally:
+        for n, name in zip(model.graph.node, names, strict=True):
+            n.name = name
     inputs = {vi.name: vi.type.tensor_type.shape.dim for vi in model.graph.input}
     leftover = [f"{s.input}:{s.axis} is not the symbol {s.symbol!r}" for s in specs
                 if inputs[s.input][s.axis].dim_param != s.symbol]
     leftover += [o.describe() for o in an.bindings if o.kind != "choice"]  # a revised Reshape choice is fine
-    leftover += an.conflicts + pending_sites(probe, an)
+    leftover += an.conflicts + pending
     if leftover:
         raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
-    light = _without_weights(probe)
+    light = _without_weights(model)
     sym = an.symbols
     for vi in light.graph.input:
         for d in vi.type.tensor_type.shape.dim:

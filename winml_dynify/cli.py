@@ -150,7 +150,7 @@ def main_command(
         if target is Target.qnn:
             raise _qnn_refusal(list(axis or []), wanted)
         requests: list = list(axis or [])
-        loaded, external = io.read(model)
+        loaded, external = io.read(model, weights=not (no_check or plan))  # verification runs it from memory
         declared = []
         if axes_json is not None:
             from_json, declared = dynamic_axes_from_json(axes_json, loaded)
@@ -172,11 +172,12 @@ def main_command(
         progress = None if quiet or not sys.stderr.isatty() else _progress
         res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
                      references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
-                     expect_outputs=declared)
+                     expect_outputs=declared, inplace=side is None,
+                     data_dir=model.parent)
         failed = res.report is not None and not res.report.ok
         written = side_written = None
         if not plan and (not failed or keep_failed):
-            io.save(res.model, out, external=external)
+            io.save(res.model, out, external=external, data_dir=model.parent)
             written = out
             ranges = {s: {"min": r.min, "max": r.max, "static": r.static} for s, r in res.ranges.items()}
             side_written = sidecar.write_beside(model, out, loaded, res.model, ranges, data=side)

@@ -518,6 +518,15 @@ def _split(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
     return outs
 
 
+def _input_size(ctx: Ctx, rank: int, axis: int, size: int) -> Vals | None:
+    """The symbolic dim at ``axis`` of the graph inputs of rank ``rank`` whose exported size is ``size``, when
+    exactly one does: a baked resize target equal to it is the input's size (``interpolate(x,
+    size=image.shape[-2:])`` folded at export)."""
+    found = {d.vals for vi in ctx.graph.input if (info := ctx.info(vi.name)) is not None and info.shape
+             and len(info.shape) == rank for d in [info.shape[axis]] if not d.static and d.s0 == size}
+    return found.pop() if len(found) == 1 else None
+
+
 @op("Resize", "Upsample")
 def _resize(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     x = ins[0]
@@ -526,10 +535,16 @@ def _resize(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
         if entries is None:
             return [None]
         out = []
-        for i, t in zip(x.shape, entries, strict=True):
+        for k, (i, t) in enumerate(zip(x.shape, entries, strict=True)):
             if not i.static and t.static and t.s0 == i.s0:
                 out.append(ctx.equate(i, t))
+            elif not i.static and t.static and (size := _input_size(ctx, len(x.shape), k, t.s0)) is not None:
+                if t.origin is not None:
+                    ctx.bind(t.origin, size)
+                out.append(Dim(size, t.origin))
             elif not i.static and t.static:
+                # a consumer (Add, Concat) may still bind it to the size of another branch: only the
+                # last pass's conflicts count
                 ctx.conflict(f"resize of {ctx.name(i.vals)} to a baked size {t.s0}: a fixed size or a scale "
                              "factor, the graph does not tell")
                 out.append(t)
@@ -608,7 +623,7 @@ def _conv_out(ctx: Ctx, x: list[Dim], kernel: list[int], out_ch: Dim | None) -> 
             else:
                 num = v + pads[k] + pads[k + n] - dil[k] * (kernel[k] - 1) - 1
                 vals.append((-(-num // strides[k]) if ceil_mode else num // strides[k]) + 1)
-        spatial.append(Dim(tuple(vals)))
+        spatial.append(d if tuple(vals) == d.vals else Dim(tuple(vals)))  # a size kept keeps its origin
     return [x[0], out_ch if out_ch is not None else x[1], *spatial]
 
 

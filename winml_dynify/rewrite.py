@@ -69,22 +69,22 @@ def name_nodes(graph: onnx.GraphProto) -> None:
 
 
 def _prune(graph: onnx.GraphProto) -> int:
-    """Drop nodes whose outputs nobody reads, and unused initializers. Returns nodes removed."""
-    removed = 0
-    while True:
-        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-        removed += len(dead)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-    return removed
+    """Drop nodes whose outputs nobody reads (subgraph reads included), and unused initializers, in one
+    backward sweep over the topologically ordered nodes. Deletes by index: no message is copied or
+    compared. Returns nodes removed."""
+    live = {o.name for o in graph.output}
+    dead = []
+    for k in range(len(graph.node) - 1, -1, -1):
+        n = graph.node[k]
+        if any(o in live for o in n.output):
+            live |= _used_names(n)
+        else:
+            dead.append(k)
+    for k in dead:  # descending
+        del graph.node[k]
+    for k in [k for k, t in enumerate(graph.initializer) if t.name not in live][::-1]:
+        del graph.initializer[k]
+    return len(dead)
 
 
 def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
@@ -115,9 +115,14 @@ def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[s
     return an, {}
 
 
-def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]) -> Rewritten:
-    """Make the requested axes symbolic and rewrite every baked constant that depends on them."""
-    model = copy.deepcopy(model)
+def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int], *,
+            inplace: bool = False) -> Rewritten:
+    """Make the requested axes symbolic and rewrite every baked constant that depends on them.
+
+    Works on a copy of ``model`` unless ``inplace`` (then ``model`` itself becomes the result, and is left
+    half-rewritten when the rewrite is refused)."""
+    if not inplace:
+        model = copy.deepcopy(model)
     graph = model.graph
     name_nodes(graph)
     an = analyse_request(model, specs, statics)

@@ -1,0 +1,42 @@
+"""One measured run in a fresh process; prints {"wall_s", "cpu_s", "rss_mb"} as JSON (the peak RSS is the
+whole process's, imports included; the times cover the work only).
+
+    python bench/cost_probe.py loadsave  MODEL OUT           onnx.load + onnx.save (weights included)
+    python bench/cost_probe.py graphonly MODEL OUT           onnx.load(load_external_data=False) + onnx.save
+    python bench/cost_probe.py dynify    MODEL OUT AXIS...   winml-dynify MODEL --axis AXIS... -o OUT --no-check
+    python bench/cost_probe.py verify    MODEL OUT AXIS...   the same with verification
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import onnx
+
+
+def main() -> None:
+    mode, model, out, *axes = sys.argv[1:]
+    if mode in ("dynify", "verify"):
+        from winml_dynify.cli import main as cli
+
+        sys.argv = ["winml-dynify", model, *[f"--axis={a}" for a in axes], "-o", out, "-q"]
+        sys.argv += ["--no-check"] if mode == "dynify" else []
+    t0, c0 = time.perf_counter(), time.process_time()
+    if mode in ("loadsave", "graphonly"):
+        onnx.save(onnx.load(model, load_external_data=mode == "loadsave"), out)
+    else:
+        try:
+            cli()
+        except SystemExit as e:
+            if e.code:
+                raise
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss}))
+
+
+if __name__ == "__main__":
+    main()
