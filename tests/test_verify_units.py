@@ -106,3 +106,23 @@ def test_report_has_per_phase_timings(rng):
     timings = res.report.as_dict()["timings"]
     assert set(timings) == {"setup", "role probes", "checks", "references"}
     assert all(v >= 0 for v in timings.values())
+
+
+def test_float16_tolerance_still_catches_a_wrong_rewrite(monkeypatch):
+    """The float16 BERT passes as it is; with position ids rebuilt one off, its checks fail."""
+    import winml_dynify.rules.constants as constants
+    from conftest import FIXTURES
+
+    model = FIXTURES / "derived" / "bert_tiny_fp16" / "s0_batch1_seq16.onnx"
+    axes = [f"{n}:{a}={s}" for n in ("input_ids", "attention_mask", "token_type_ids")
+            for a, s in ((0, "batch"), (1, "seq"))]
+    assert dynify(model, axes).verified
+    real = constants._affine
+
+    def shifted(arr, kinds):
+        got = real(arr, kinds)
+        return got if got is None or arr.ndim != 2 else (got[0] + 1, got[1])
+
+    monkeypatch.setattr(constants, "_affine", shifted)
+    res = dynify(model, axes)
+    assert {c.status for c in res.report.checks if c.oracle in ("original", "padding")} >= {"failed"}

@@ -22,7 +22,7 @@ class VerifyReport:
     checks: list[Check] = field(default_factory=list)
     provider: str = "CPUExecutionProvider"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
-    tolerances: dict[str, dict] = field(default_factory=dict)  # per output: rtol, atol and why
+    tolerances: dict[str, dict] = field(default_factory=dict)  # per level and output: rtol, atol and why
     float_inputs: str = ""  # the distribution float check inputs were drawn from
 
     @property
