@@ -110,8 +110,9 @@ def test_report_has_per_phase_timings(rng):
 
 def test_float16_tolerance_still_catches_a_wrong_rewrite(monkeypatch):
     """The float16 BERT passes as it is; with position ids rebuilt one off, its checks fail."""
-    import winml_dynify.rules.constants as constants
     from conftest import FIXTURES
+
+    import winml_dynify.rules.constants as constants
 
     model = FIXTURES / "derived" / "bert_tiny_fp16" / "s0_batch1_seq16.onnx"
     axes = [f"{n}:{a}={s}" for n in ("input_ids", "attention_mask", "token_type_ids")
