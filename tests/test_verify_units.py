@@ -36,6 +36,8 @@ def test_integer_inputs_take_the_range_their_uses_imply(rng):
                    {"table": rng.standard_normal((40, 3)).astype(np.float32), "depth": np.array(11, np.int64),
                     "onoff": np.array([0, 1], np.float32), "eos": np.array([7], np.int64)})
     assert implied_ranges(m) == {"a": (0, 40), "b": (0, 11), "c": (7, 9)}
+    m.graph.node[-1].input[0] = "a2"  # a table bounds the ids; comparing them with a pad id does not narrow it
+    assert implied_ranges(m)["a"] == (0, 40)
 
 
 def test_one_hot_byte_model_is_verified_with_byte_inputs(rng):

@@ -89,8 +89,9 @@ def _const_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def implied_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
     """Integer inputs, followed through value-preserving ops, that index a table (``Gather``: its rows),
-    select a class (``OneHot``: its depth) or are compared with constants (``Equal``: those values and
-    one more): the ``[low, high)`` range to draw them from. The tightest use wins."""
+    select a class (``OneHot``: its depth) or are compared with constants (``Equal``): the ``[low, high)``
+    range to draw them from. A table bounds every valid value (the smallest table wins); without one a
+    ``OneHot`` depth does; only then do compared constants give the range (those values and one more)."""
     g = model.graph
     shapes = {t.name: list(t.dims) for t in g.initializer}
     consts = _const_values(model)
@@ -98,12 +99,12 @@ def implied_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
     for n in g.node:
         for i in n.input:
             users.setdefault(i, []).append(n)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
     out: dict[str, tuple[int, int]] = {}
     for vi in g.input:
-        if vi.name in shapes or vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
-                                                                  onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE):
+        if vi.name in shapes or vi.type.tensor_type.elem_type in floats:
             continue
-        found: list[tuple[int, int]] = []
+        found: dict[str, list[tuple[int, int]]] = {"Gather": [], "OneHot": [], "Equal": []}
         todo, seen = [vi.name], set()
         while todo:
             t = todo.pop()
@@ -115,18 +116,19 @@ def implied_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
                     todo.append(n.output[0])
                 elif n.op_type == "Gather" and n.input[1] == t and n.input[0] in shapes:
                     axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
-                    found.append((0, shapes[n.input[0]][axis]))
+                    found["Gather"].append((0, shapes[n.input[0]][axis]))
                 elif n.op_type == "OneHot" and n.input[0] == t and n.input[1] in consts:
-                    found.append((0, int(consts[n.input[1]].reshape(-1)[0])))
+                    found["OneHot"].append((0, int(consts[n.input[1]].reshape(-1)[0])))
                 elif n.op_type == "Equal":
                     other = n.input[1] if n.input[0] == t else n.input[0]
                     if other in consts and consts[other].size:
                         vals = consts[other].reshape(-1).astype(np.int64)
-                        found.append((int(vals.min()), int(vals.max()) + 2))
-        if found:
-            out[vi.name] = (max(lo for lo, _ in found), min(hi for _, hi in found))
-            if out[vi.name][1] <= out[vi.name][0]:
-                out[vi.name] = found[0]
+                        found["Equal"].append((int(vals.min()), int(vals.max()) + 2))
+        kind = next((k for k in ("Gather", "OneHot") if found[k]), None)
+        if kind is not None:
+            out[vi.name] = (0, min(hi for _, hi in found[kind]))
+        elif found["Equal"]:
+            out[vi.name] = (min(lo for lo, _ in found["Equal"]), max(hi for _, hi in found["Equal"]))
     return out
 
 
