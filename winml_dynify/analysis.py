@@ -259,8 +259,8 @@ def opset_of(model: onnx.ModelProto) -> int:
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict) -> Ctx:
+    from . import ops_onnx  # noqa: F401  (registers its handlers in the same table)
     from .ops import HANDLERS, fallback  # the op table lives beside the analysis
-    from .ops_onnx import op as _  # noqa: F401  (registers its handlers in the same table)
     from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
 
     graph = model.graph
