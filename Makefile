@@ -6,7 +6,7 @@ DEMO_MODEL := fixtures/bert_tiny/s0_batch1_seq16.onnx
 DEMO_AXES := --axis input_ids:0=batch --axis input_ids:1=seq --axis attention_mask:0=batch \
 	--axis attention_mask:1=seq --axis token_type_ids:0=batch --axis token_type_ids:1=seq
 
-.PHONY: install demo test test-large lint bench fixtures fixtures-tf eval fuzz clean downstream winml-check
+.PHONY: install demo test test-large lint bench fixtures fixtures-tf derived eval fuzz clean downstream winml-check
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ demo: install
 		--reference fixtures/bert_tiny/ref_batch3_seq24.onnx --report out/bert_tiny.report.json
 
 test: install
-	$(BIN)/pytest -q -m "not large and not downstream"
+	$(BIN)/pytest -q -m "not large and not downstream and not derived_full"
 
 test-large: install
 	$(BIN)/pytest -q -m large
@@ -76,6 +76,11 @@ fixtures: fixtures-tf
 	.venv-fixtures/bin/python fixtures/make_fixtures.py
 	.venv-fixtures/bin/python fixtures/make_kv_fixtures.py
 	.venv-fixtures/bin/python fixtures/vision/make_vision_fixtures.py
+	.venv-fixtures/bin/python fixtures/make_derived.py
+
+# The derived fixtures (onnxruntime-optimised, float16, QDQ, version-converted) make test leaves out.
+derived: install
+	$(BIN)/pytest -q -m derived_full tests/test_derived.py
 
 # The tf2onnx fixtures: tensorflow pins its own numpy, so they get a venv of their own.
 fixtures-tf:

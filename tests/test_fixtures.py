@@ -31,6 +31,9 @@ KNOWN_REFUSED = {
     # product of symbols the Reshape solver can split
     "ppocr_rec_w",
     "mobilevitv2_hw",  # the last stage's [.., 4, 2] patch split: which factor is the fixed patch is ambiguous
+    # opset-14 OPT: the causal mask is built by a ScatterND whose computed index tuples bake batch 1;
+    # verification finds the rewrite wrong per sample, nothing is written
+    "opt_opset14",
 }
 
 
@@ -92,7 +95,7 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED} | {("opt_opset14", True)}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,

@@ -261,3 +261,20 @@ def test_ops_table_is_complete_and_current():
     assert (MS, "GroupQueryAttention", "handler") in {(r.domain, r.op, r.how) for r in rows}
     assert ("", "SimplifiedLayerNormalization", "handler") in {(r.domain, r.op, r.how) for r in rows}
     assert DOCS.read_text() == coverage.markdown(), "regenerate: python -m winml_dynify.coverage > docs/OPS.md"
+
+
+def test_scatter_updates_follow_the_indices_and_data(rng):
+    """A baked updates constant of a ScatterND over a batch-dynamic tensor must follow batch: it is bound
+    (a fill, rewritten as an Expand) instead of failing at run time."""
+    from conftest import make_model, run, tensor
+
+    from winml_dynify import dynify
+
+    m = make_model([n("Transpose", ["x"], ["xt"], perm=[1, 0, 2]), n("ScatterND", ["xt", "idx", "upd"], ["s"]),
+                    n("Transpose", ["s"], ["y"], perm=[1, 0, 2])], [tensor("x", [1, 4, 3])], [tensor("y", [1, 4, 3])],
+                   {"idx": np.array([[1], [3]], np.int64), "upd": np.full((2, 1, 3), 5.0, np.float32)})
+    res = dynify(m, ["x:0=batch"])
+    x = rng.standard_normal((3, 4, 3)).astype(np.float32)
+    want = x.copy()
+    want[:, [1, 3]] = 5.0
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], want)

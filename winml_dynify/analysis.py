@@ -351,6 +351,7 @@ def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols
 def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
     """Propagate through ``nodes`` in order; subgraph handlers call this on their bodies (whose tensors
     are not ``record``-ed as run-time dim sources: the outer graph cannot read them)."""
+    from . import ops_onnx  # noqa: F401  (registers its handlers in the same table)
     from .ops import HANDLERS, fallback  # the op table lives beside the analysis
     from .ops_ort import ort_fallback  # registers onnxruntime's contrib ops in the same table
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import onnx
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_c
 
+from . import ops_onnx  # noqa: F401  (registers its handlers)
 from .ops import HANDLERS
 from .ops_ort import DATA_DEPENDENT, MS, NCHWC
 

@@ -1,145 +1,26 @@
-"""Parity checks on onnxruntime: the rewritten model against ground truth that it did not produce.
-
-Oracles (each check names the one it used):
-
-* ``original``   at the exported shape, the rewritten model equals the original static model;
-* ``per-sample`` a batch of N different samples equals the original run on each group of its batch;
-* ``padding``    a shorter sequence equals the original fed the same tokens right-padded with mask 0,
-                 compared on the real positions (models with an attention-mask input);
-* ``prefix``     a shorter sequence equals the first positions of the original fed that prefix plus
-                 filler tokens (token models without a mask that prove causal on the original);
-* ``reference``  a static export of the same weights at another shape (``--reference``);
-* ``runs``       a shape no oracle covers: it runs, output shapes equal the declared symbolic dims and
-                 no NaN/Inf appears where the original had none. Reported as ``unverified``.
-"""
+"""The oracles: ground truth for the rewritten model from the original model (per sample, padded,
+prefixed) or a reference export, with sessions built once per optimisation level."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
 
-from .dims import parse
-from .rewrite import SymbolRange
-from .spec import AxisSpec
+from ..dims import parse
+from ..rewrite import SymbolRange
+from ..spec import AxisSpec
+from .feeds import InputSpec, inputs, make_feeds, settle_float_domain
+from .report import Check, VerifyReport
+from .tolerance import Tol, diff, noise, precision, tolerances
 
-RTOL, ATOL = 1e-3, 1e-4
 OPT_LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
-@dataclass
-class Check:
-    oracle: str
-    shape: dict[str, int]
-    opt_level: str
-    status: str  # passed | failed | unverified
-    max_abs: float | None = None
-    max_rel: float | None = None
-    seconds: float = 0.0
-    note: str = ""
-
-
-@dataclass
-class VerifyReport:
-    checks: list[Check] = field(default_factory=list)
-    provider: str = "CPUExecutionProvider"
-
-    @property
-    def ok(self) -> bool:
-        return all(c.status != "failed" for c in self.checks)
-
-    def as_dict(self) -> dict:
-        return {"provider": self.provider, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
-
-
-@dataclass
-class _Input:
-    name: str
-    dtype: np.dtype
-    static: list[int]
-    symbols: dict[int, str]  # axis -> symbol
-    low: int = 0
-    high: int = 2
-    is_mask: bool = False
-    is_float: bool = False
-
-
-def _inputs(model: onnx.ModelProto, specs: list[AxisSpec]) -> list[_Input]:
-    inits = {t.name for t in model.graph.initializer}
-    ranges = _value_ranges(model)
-    vocab = _vocab_sizes(model)
-    out = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dt = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        static = [d.dim_value for d in tt.shape.dim]
-        syms = {s.axis: s.symbol for s in specs if s.input == vi.name}
-        inp = _Input(vi.name, dt, static, syms, is_float=dt.kind == "f")
-        inp.is_mask = "mask" in vi.name.lower() and dt.kind in "iub"
-        if vi.name in ranges:  # winml export writes [low, high)
-            inp.low, inp.high = int(ranges[vi.name][0]), int(ranges[vi.name][1])
-        if vi.name in vocab:
-            inp.high = min(vocab[vi.name], inp.high) if vi.name in ranges else vocab[vi.name]
-        if not static and dt.kind in "iu" and vi.name not in ranges:
-            inp.low = max(inp.low, 1)  # a scalar integer is a step, length or count: 0 can crash a kernel (SIGFPE)
-        out.append(inp)
-    return out
-
-
-def _value_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
-    props = {p.key: p.value for p in model.metadata_props}
-    try:
-        specs = json.loads(props.get("winml.io.inputs", "[]"))
-        return {s["name"]: tuple(s["value_range"]) for s in specs if "value_range" in s}
-    except (ValueError, TypeError, KeyError):
-        return {}
-
-
-def _vocab_sizes(model: onnx.ModelProto) -> dict[str, int]:
-    """Integer inputs used (through Cast/Reshape) as indices of a Gather on a table: the table's rows."""
-    inits = {t.name: list(t.dims) for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    out: dict[str, int] = {}
-    for n in model.graph.node:
-        if n.op_type != "Gather" or n.input[0] not in inits:
-            continue
-        src = n.input[1]
-        while src in producer and producer[src].op_type in ("Cast", "Reshape", "Unsqueeze", "Flatten"):
-            src = producer[src].input[0]
-        axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
-        rows = inits[n.input[0]][axis]
-        out[src] = min(out.get(src, rows), rows)
-    return out
-
-
-def make_feeds(inputs: list[_Input], values: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    feeds = {}
-    for inp in inputs:
-        shape = [values.get(inp.symbols.get(k, ""), d) for k, d in enumerate(inp.static)]
-        if inp.is_mask:
-            a = np.ones(shape, inp.dtype)
-            if len(shape) == 2:
-                for r in range(1, shape[0]):
-                    a[r, int(rng.integers(1, shape[1] + 1)):] = 0
-        elif inp.is_float:
-            a = rng.standard_normal(shape).astype(inp.dtype)
-        elif inp.dtype == np.bool_:
-            a = rng.integers(0, 2, shape).astype(bool)
-        else:
-            a = rng.integers(inp.low, max(inp.high, inp.low + 1), shape).astype(inp.dtype)
-        feeds[inp.name] = a
-    return feeds
-
-
-def _roles(inputs: list[_Input]) -> dict[str, str]:
+def _roles(inputs: list[InputSpec]) -> dict[str, str]:
     """batch: only ever axis 0; seq: a sequence axis shared with a mask input; tokens: a token axis
     without a mask (the prefix oracle applies if the model proves causal); other: anything else."""
     axes: dict[str, set[int]] = {}
@@ -170,40 +51,6 @@ def _along(axis: int, rank: int, sl: slice) -> tuple:
     return tuple(index)
 
 
-def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
-                 override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
-    """The original shape, each symbol moved alone through its values, then all moved together. A symbol
-    the graph requires to equal a polynomial of the others (``total == past + seq``) follows them."""
-    per: dict[str, list[int]] = {}
-    for s, r in ranges.items():
-        if r.equals is not None:
-            continue
-        if override and s in override:
-            per[s] = override[s]
-            continue
-        v, top = r.static, r.max
-        if roles.get(s) == "batch":
-            cands = [v * 2, v * 3] + ([1] if v > 1 else [])
-        elif roles.get(s) in ("seq", "prefix"):
-            cands = [max(1, v // 2 - 1), max(1, v - 3), 1, top if top is not None else v + 5]
-        else:
-            cands = [v * 2, v + v // 2]
-        per[s] = [c for c in dict.fromkeys(cands)
-                  if c >= r.min and (top is None or c <= top) and c != v and c % r.multiple == 0][:4]
-    base = {s: r.static for s, r in ranges.items()}
-    shapes = [dict(base)]
-    for s, vals in per.items():
-        shapes += [{**base, s: v} for v in vals]
-    if len(per) > 1 and all(per.values()):
-        shapes.append({s: vals[0] for s, vals in per.items()})
-    out = []
-    for sh in shapes:
-        sh.update({s: r.equals.evaluate(sh) for s, r in ranges.items() if r.equals is not None})
-        if sh not in out:
-            out.append(sh)
-    return out
-
-
 def _session(model_bytes: bytes, level: str, provider: str, data_dir: str | None = None) -> ort.InferenceSession:
     """``data_dir``: the folder external data locations are relative to (the model's, for a model read
     without its weights)."""
@@ -215,20 +62,6 @@ def _session(model_bytes: bytes, level: str, provider: str, data_dir: str | None
     return ort.InferenceSession(model_bytes, so, providers=[provider])
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
-    if a.shape != b.shape:
-        return False, float("inf"), float("inf")
-    if a.size == 0:
-        return True, 0.0, 0.0
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    both_nan = np.isnan(a64) & np.isnan(b64)
-    d = np.where(both_nan, 0.0, np.abs(a64 - b64))
-    rel = d / np.maximum(np.abs(b64), 1e-12)
-    ok = bool(np.allclose(a64, b64, rtol=RTOL, atol=ATOL, equal_nan=True)) if a.dtype.kind in "fc" \
-        else bool(np.array_equal(a, b))
-    return ok, float(np.nanmax(d)), float(np.nanmax(np.where(d == 0, 0.0, rel)))
-
-
 class Verifier:
     """Runs the oracles for one (original, rewritten) pair."""
 
@@ -238,7 +71,9 @@ class Verifier:
         self.data_dir = data_dir
         self.orig_bytes = original.SerializeToString()
         self.new_bytes = rewritten.SerializeToString()
-        self.inputs = _inputs(original, specs)
+        t0 = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.inputs = inputs(original, specs)
         self.roles = _roles(self.inputs)
         self.outputs = outputs
         self.out_names = [o.name for o in rewritten.graph.output]
@@ -252,8 +87,30 @@ class Verifier:
         for s, r in self.ranges.items():  # it moves with the symbols of its polynomial, never alone
             if r.equals is not None and s in self.roles:
                 self.roles[s] = "derived"
+        self.float_inputs = settle_float_domain(self.inputs, self.statics, self._run_original, seed)
+        self.tols = self._tolerances(precision(original))
+        self.timings["setup"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         self._settle_batch_roles()
         self._settle_token_roles()
+        self.timings["role probes"] = time.perf_counter() - t0
+
+    def _run_original(self, feeds: dict[str, np.ndarray], level: str = "disabled") -> list[np.ndarray]:
+        return self.session("original", level).run(self.out_names, feeds)
+
+    def _tolerances(self, prec: str) -> dict[str, dict[str, Tol]]:
+        """Per optimisation level and output, from the compute precision; at level *all* also from the
+        original's own noise (its outputs with optimisations disabled against all enabled, on the same
+        check inputs at the exported shape): the optimiser may fuse the rewritten graph differently. With
+        optimisations disabled both graphs run node by node, and the precision alone applies."""
+        feeds = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
+        plain = self._run_original(feeds)
+        try:
+            nz = noise(plain, self._run_original(feeds, "all"))
+        except Exception:  # the optimised original does not run: no noise measured, the precision alone
+            nz = [0.0] * len(plain)
+        return {"disabled": tolerances(prec, self.out_names, plain, [0.0] * len(plain)),
+                "all": tolerances(prec, self.out_names, plain, nz)}
 
     def _settle_batch_roles(self) -> None:
         """A symbol exported at a size > 1 is a batch only if the original proves its samples independent:
@@ -305,8 +162,8 @@ class Verifier:
                 if inp.is_mask:
                     if masked:
                         a[inp.name][at] = b[inp.name][at] = 0
-                elif inp.is_float:
-                    b[inp.name][at] += 1
+                elif inp.is_float:  # a fresh draw from the same distribution (inside the op's domain)
+                    b[inp.name][at] = inp.draw(np.random.default_rng(self.seed + 1), list(a[inp.name].shape))[at]
                 else:
                     b[inp.name][at] = (b[inp.name][at] - inp.low + 1) % max(inp.high - inp.low, 2) + inp.low
         sess = self.session("original", "disabled")
@@ -328,17 +185,22 @@ class Verifier:
 
     def run(self, shapes: list[dict[str, int]], levels: list[str], references: list[str],
             progress=None) -> VerifyReport:
-        report = VerifyReport(provider=self.provider)
+        report = VerifyReport(provider=self.provider, float_inputs=self.float_inputs)
+        report.tolerances = {lv: {k: {"rtol": t.rtol, "atol": t.atol, "why": t.why} for k, t in tols.items()}
+                             for lv, tols in self.tols.items()}
         todo = list(itertools.product(shapes, levels))
+        t0 = time.perf_counter()
         for k, (shape, level) in enumerate(todo):
             report.checks.append(self._check(shape, level))
             if progress:
                 progress(k + 1, len(todo) + len(references) * len(levels))
+        t1 = time.perf_counter()
         for k, ref in enumerate(references):
             for level in levels:
                 report.checks.append(self._reference(ref, level))
                 if progress:
                     progress(len(todo) + k + 1, len(todo) + len(references) * len(levels))
+        report.timings = {**self.timings, "checks": t1 - t0, "references": time.perf_counter() - t1}
         return report
 
     def _expected_shape(self, name: str, values: dict[str, int]) -> list[int] | None:
@@ -412,7 +274,7 @@ class Verifier:
                 continue
             if keep and name in keep and arr.shape == exp.shape:
                 arr, exp = np.where(keep[name], arr, 0), np.where(keep[name], exp, 0)
-            good, da, dr = _diff(arr, exp)
+            good, da, dr = diff(arr, exp, self.tols.get(level, self.tols["disabled"])[name])
             worst_abs, worst_rel = max(worst_abs, da), max(worst_rel, dr)
             if not good:
                 ok = False
@@ -505,46 +367,3 @@ class Verifier:
             return Check("reference", values, level, "failed", seconds=time.perf_counter() - t0,
                          note=f"onnxruntime raised: {str(e).splitlines()[0][:200]}")
         return self._compare("reference", values, level, got, dict(zip(self.out_names, truth, strict=True)), t0)
-
-
-def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: VerifyReport,
-                      batches: set[str] = frozenset()) -> list[Check]:
-    """Scalars left in the rewritten graph that look like a folded size (``s``, ``1/s``, ``s**-0.5``,
-    ``s**0.5`` for an exported size ``s`` >= 4) and feed arithmetic, or equal ``s`` and feed a position
-    look-up or comparison (the position ``past`` of a decode step exported at ``seq`` 1), for a symbol
-    that no oracle checked at another size: each is a failed check, since a folded ``x.size(1) ** -0.5``
-    would be silently wrong there while a hyperparameter of that value would be right. A ``--reference`` settles it. The
-    per-sample oracle counts only for ``batches`` (axis-0 symbols): it runs the original at its own size,
-    so on any other axis it cannot see a folded length."""
-    checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items()
-               if v != statics.get(s) and (c.oracle != "per-sample" or s in batches)}
-    arithmetic = {"Mul", "Div", "Pow", "Sqrt", "Add", "Sub"}
-    positional = {"Gather", "MatMul", "LessOrEqual", "Less", "GreaterOrEqual", "Greater"}  # a folded position id
-    users: dict[str, set[str]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            users.setdefault(i, set()).add(n.op_type)
-    scalars = [(t.name, helper.tensor_dtype_to_np_dtype(t.data_type), onnx.numpy_helper.to_array(t))
-               for t in model.graph.initializer if int(np.prod(t.dims)) == 1 and not t.name.startswith("dynify/")]
-    scalars += [(n.output[0], None, onnx.numpy_helper.to_array(n.attribute[0].t)) for n in model.graph.node
-                if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
-                and int(np.prod(n.attribute[0].t.dims)) == 1]
-    out = []
-    for s, size in statics.items():
-        if s in checked or size < 4:
-            continue
-        forms = {"": size, "1/": 1 / size, "**-0.5 of ": size ** -0.5, "sqrt of ": size ** 0.5}
-        for name, _, arr in scalars:
-            v = float(arr.reshape(-1)[0]) if arr.dtype.kind in "iuf" else None
-            if v is None or not users.get(name, set()) & (arithmetic | positional):
-                continue
-            if arr.dtype.kind != "f" or not users[name] & arithmetic:  # a lone position: only the size itself
-                hit = "" if v == size and users[name] & positional else None
-            else:
-                hit = next((f for f, x in forms.items() if np.isclose(v, x, rtol=1e-6)), None)
-            if hit is not None:
-                out.append(Check("scalar", {s: size}, "-", "failed", note=(
-                    f"constant '{name}' = {v:g} is {hit}{s}'s exported size and feeds "
-                    f"{'arithmetic' if users[name] & arithmetic else 'a position look-up'}; no oracle "
-                    f"checked other {s} sizes, so a folded size cannot be ruled out: give --reference exports")))
-    return out

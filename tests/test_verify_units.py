@@ -1,0 +1,133 @@
+"""The verification units on small graphs: check inputs, tolerances, shapes, timings."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from conftest import make_model, tensor
+from onnx import TensorProto, helper
+
+from winml_dynify import dynify
+from winml_dynify.rewrite import SymbolRange
+from winml_dynify.verify.feeds import implied_ranges, inputs, settle_float_domain
+from winml_dynify.verify.shapes import check_shapes
+from winml_dynify.verify.tolerance import Tol, diff, noise, precision, tolerances
+
+
+def _one_hot_bytes(rng) -> onnx.ModelProto:
+    """Bytes one-hot encoded (depth 256, no vocabulary Gather), projected and layer-normalised."""
+    return make_model([helper.make_node("OneHot", ["ids", "depth", "onoff"], ["oh"], axis=-1),
+                       helper.make_node("MatMul", ["oh", "w"], ["h"]),
+                       helper.make_node("LayerNormalization", ["h", "g", "b"], ["y"], axis=-1)],
+                      [tensor("ids", [1, 16], TensorProto.INT64)], [tensor("y", [1, 16, 32])],
+                      {"depth": np.array(256, np.int64), "onoff": np.array([0, 1], np.float32),
+                       "w": rng.standard_normal((256, 32)).astype(np.float32),
+                       "g": np.ones(32, np.float32), "b": np.zeros(32, np.float32)})
+
+
+def test_integer_inputs_take_the_range_their_uses_imply(rng):
+    m = make_model([helper.make_node("Cast", ["a"], ["a2"], to=TensorProto.INT64),
+                    helper.make_node("Gather", ["table", "a2"], ["ga"]),
+                    helper.make_node("OneHot", ["b", "depth", "onoff"], ["ob"]),
+                    helper.make_node("Equal", ["c", "eos"], ["ec"])],
+                   [tensor("a", [2, 5], TensorProto.INT32), tensor("b", [2, 5], TensorProto.INT64),
+                    tensor("c", [2, 5], TensorProto.INT64)],
+                   [tensor("ga", [2, 5, 3]), tensor("ob", [2, 5, 11]), tensor("ec", [2, 5], TensorProto.BOOL)],
+                   {"table": rng.standard_normal((40, 3)).astype(np.float32), "depth": np.array(11, np.int64),
+                    "onoff": np.array([0, 1], np.float32), "eos": np.array([7], np.int64)})
+    assert implied_ranges(m) == {"a": (0, 40), "b": (0, 11), "c": (7, 9)}
+    m.graph.node[-1].input[0] = "a2"  # a table bounds the ids; comparing them with a pad id does not narrow it
+    assert implied_ranges(m)["a"] == (0, 40)
+
+
+def test_one_hot_byte_model_is_verified_with_byte_inputs(rng):
+    m = _one_hot_bytes(rng)
+    assert {i.name: (i.low, i.high) for i in inputs(m, [])} == {"ids": (0, 256)}
+    res = dynify(m, ["ids:0=batch", "ids:1=seq"])
+    assert res.verified, [c.note for c in res.report.checks if c.status == "failed"]
+
+
+def test_float_inputs_are_drawn_inside_the_original_domain(rng):
+    """Acos, Log and Sqrt give NaN on most normal draws: a correct rewrite is verified on inputs the
+    original accepts, and the report says which distribution was used."""
+    m = make_model([helper.make_node("Acos", ["x"], ["a"]), helper.make_node("Log", ["x"], ["b"]),
+                    helper.make_node("Sqrt", ["x"], ["c"])],
+                   [tensor("x", [3, 4])], [tensor("a", [3, 4]), tensor("b", [3, 4]), tensor("c", [3, 4])])
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified
+    assert res.report.float_inputs == "uniform(0.1, 0.9)"
+    assert {c.oracle for c in res.report.checks} >= {"original", "per-sample"}
+
+
+def test_float_domain_keeps_the_widest_distribution_that_works():
+    specs = inputs(make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", [2, 3])], [tensor("y", [2, 3])]),
+                   [])
+    assert settle_float_domain(specs, {}, lambda feeds: [feeds["x"]], 0) == "normal"
+    with np.errstate(invalid="ignore"):
+        got = settle_float_domain(specs, {}, lambda feeds: [np.log(np.abs(feeds["x"]) - 0.3)], 0)
+    assert got == "uniform(0.4, 0.6)"
+
+
+def test_precision_is_read_from_the_graph(rng):
+    m = make_model([helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+                    helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)],
+                   [tensor("x", [2, 3])], [tensor("y", [2, 3])])
+    assert precision(m) == "float16"
+    m.graph.node[0].attribute[0].i = TensorProto.BFLOAT16
+    assert precision(m) == "bfloat16"
+    q = make_model([helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+                    helper.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+                   [tensor("x", [2, 3])], [tensor("y", [2, 3])], {"s": np.array(0.1, np.float32)})
+    assert precision(q) == "int8"
+    assert precision(make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", [2])], [tensor("y", [2])])) \
+        == "float32"
+
+
+def test_tolerance_scales_with_precision_and_the_original_noise():
+    y = np.array([[3.0, -5.0]], np.float32)
+    t32 = tolerances("float32", ["y"], [y], [0.0])["y"]
+    t16 = tolerances("float16", ["y"], [y], [0.0])["y"]
+    assert (t32.rtol, t32.atol) == (1e-3, 1e-4)
+    assert t16.rtol == 1e-2 and np.isclose(t16.atol, 5e-2)  # scaled by the output's magnitude
+    noisy = tolerances("float32", ["y"], [y], [1e-3])["y"]
+    assert np.isclose(noisy.atol, 4e-3) and "noise" in noisy.why
+    assert np.isclose(noise([y], [y + np.float32(1e-3)])[0], 1e-3, rtol=1e-2)
+    # a 3.9e-3 fp16 difference on values near 1 fails fp32 tolerance, passes fp16's
+    a, b = np.array([1.0039], np.float32), np.array([1.0], np.float32)
+    assert not diff(a, b, t32)[0]
+    assert diff(a, b, tolerances("float16", ["y"], [b], [0.0])["y"])[0]
+    assert not diff(np.array([1, 2]), np.array([1, 3]), Tol(1.0, 1.0))[0]  # integers compare exactly
+
+
+def test_check_shapes_stay_inside_range_and_multiple():
+    ranges = {"h": SymbolRange("h", 32, 16, 64, multiple=16), "batch": SymbolRange("batch", 1, 1, None, 1)}
+    for shape in check_shapes(ranges, {"batch": "batch", "h": "other"}):
+        assert 16 <= shape["h"] <= 64 and shape["h"] % 16 == 0
+
+
+def test_report_has_per_phase_timings(rng):
+    res = dynify(_one_hot_bytes(rng), ["ids:0=batch"])
+    timings = res.report.as_dict()["timings"]
+    assert set(timings) == {"setup", "role probes", "checks", "references"}
+    assert all(v >= 0 for v in timings.values())
+
+
+def test_float16_tolerance_still_catches_a_wrong_rewrite(monkeypatch):
+    """The float16 BERT passes as it is; with position ids rebuilt one off, its checks fail."""
+    from conftest import FIXTURES
+
+    import winml_dynify.rules.constants as constants
+
+    model = FIXTURES / "derived" / "bert_tiny_fp16" / "s0_batch1_seq16.onnx"
+    axes = [f"{n}:{a}={s}" for n in ("input_ids", "attention_mask", "token_type_ids")
+            for a, s in ((0, "batch"), (1, "seq"))]
+    assert dynify(model, axes).verified
+    real = constants._affine
+
+    def shifted(arr, kinds):
+        got = real(arr, kinds)
+        return got if got is None or arr.ndim != 2 else (got[0] + 1, got[1])
+
+    monkeypatch.setattr(constants, "_affine", shifted)
+    res = dynify(model, axes)
+    assert {c.status for c in res.report.checks if c.oracle in ("original", "padding")} >= {"failed"}

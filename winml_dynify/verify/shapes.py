@@ -1,0 +1,39 @@
+"""Which symbol values the checks run at: only inside each symbol's range and multiple."""
+
+from __future__ import annotations
+
+from ..rewrite import SymbolRange
+
+
+def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
+                 override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
+    """The original shape, each symbol moved alone through its values, then all moved together. A symbol
+    the graph requires to equal a polynomial of the others (``total == past + seq``) follows them."""
+    per: dict[str, list[int]] = {}
+    for s, r in ranges.items():
+        if r.equals is not None:
+            continue
+        if override and s in override:
+            per[s] = override[s]
+            continue
+        v, top = r.static, r.max
+        if roles.get(s) == "batch":
+            cands = [v * 2, v * 3] + ([1] if v > 1 else [])
+        elif roles.get(s) in ("seq", "prefix"):
+            cands = [max(1, v // 2 - 1), max(1, v - 3), 1, top if top is not None else v + 5]
+        else:
+            cands = [v * 2, v + v // 2]
+        per[s] = [c for c in dict.fromkeys(cands)
+                  if c >= r.min and (top is None or c <= top) and c != v and c % r.multiple == 0][:4]
+    base = {s: r.static for s, r in ranges.items()}
+    shapes = [dict(base)]
+    for s, vals in per.items():
+        shapes += [{**base, s: v} for v in vals]
+    if len(per) > 1 and all(per.values()):
+        shapes.append({s: vals[0] for s, vals in per.items()})
+    out = []
+    for sh in shapes:
+        sh.update({s: r.equals.evaluate(sh) for s, r in ranges.items() if r.equals is not None})
+        if sh not in out:
+            out.append(sh)
+    return out
