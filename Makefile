@@ -22,7 +22,7 @@ demo: install
 		--reference fixtures/bert_tiny/ref_batch3_seq24.onnx --report out/bert_tiny.report.json
 
 test: install
-	$(BIN)/pytest -q -m "not large and not downstream and not derived_full"
+	$(BIN)/pytest -q -n 2 --dist loadgroup -m "not large and not downstream and not derived_full"
 
 test-large: install
 	$(BIN)/pytest -q -m large

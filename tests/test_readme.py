@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.xdist_group("readme")  # the examples write into out/
+
 NUMBER = re.compile(r"-?\d+\.\d+e[-+]\d+")
 
 

@@ -179,8 +179,13 @@ def _size(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
 
 def _whole_axis(ctx: Ctx, axis: Dim, idx: TInfo) -> None:
     """A folded index ``arange(n)`` over a symbolic axis of size ``n`` at export picks the whole axis (a
-    mask read at every key position): its length follows that axis."""
+    mask read at every key position): its length follows that axis. Only for an axis that is one symbol: a
+    flattened ``batch*seq`` axis is ``seq`` long too at batch 1, and the index may follow either."""
     if idx.const is None or axis.static or axis.s0 < 2:
+        return
+    p = ctx.fit(axis.vals)
+    mono = p.monomial() if p is not None else None
+    if mono is None or mono[0] != 1 or list(mono[1].values()) != [1]:
         return
     long = [k for k, d in enumerate(idx.shape) if d.s0 != 1]
     flat = idx.const.reshape(-1)
