@@ -7,7 +7,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
 
 from . import io, value_info
@@ -203,7 +202,7 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     leftover += an.conflicts + pending
     if leftover:
         raise RefusedError(f"the rewritten graph is still inconsistent: {leftover[0]}")
-    light = _without_weights(model)
+    light = value_info.shapes_only(model)
     values = {s: _inside(r.static + r.multiple, r) for s, r in ranges.items() if r.equals is None}
     values |= {s: r.equals.evaluate(values) for s, r in ranges.items() if r.equals is not None}
     for vi in light.graph.input:
@@ -224,26 +223,6 @@ def _inside(value: int, r: SymbolRange) -> int:
     if r.max is not None and value > r.max:
         value = r.max if r.max != r.static else max(r.min, r.static - 3)
     return max(r.min, value - value % r.multiple)
-
-
-def _without_weights(model: onnx.ModelProto, limit: int = 4096) -> onnx.ModelProto:
-    """The model with large initializers turned into typed graph inputs: shape inference needs their
-    shapes, not their bytes (it serialises the whole model otherwise)."""
-    light = onnx.ModelProto()
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    g = light.graph
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    names = {vi.name for vi in model.graph.input}
-    for t in model.graph.initializer:
-        if int(np.prod(t.dims)) > limit:
-            if t.name not in names:
-                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        else:
-            g.initializer.append(t)
-    return light
 
 
 def _record_metadata(model: onnx.ModelProto, ranges: dict[str, SymbolRange]) -> None:

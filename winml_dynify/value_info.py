@@ -23,7 +23,7 @@ _INLINE_LIMIT = 4096  # initializers with more elements are passed to the infere
 
 def annotate(model: onnx.ModelProto) -> int:
     """Replace ``model``'s ``value_info`` with the inferred shapes of its intermediates; return their count."""
-    light = _shapes_only(model)
+    light = shapes_only(model)
     found = _merge(_onnx_shapes(light), _symbolic_shapes(light))
     outer = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output}
     outer |= {t.name for t in model.graph.initializer}
@@ -36,7 +36,7 @@ def annotate(model: onnx.ModelProto) -> int:
     return len(model.graph.value_info)
 
 
-def _shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:
+def shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph without its large weights (typed inputs instead): the inferences need shapes, not bytes."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
