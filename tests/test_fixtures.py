@@ -26,8 +26,6 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
-    "t5_enc_dec",  # the relative-position bias is sliced from a start of -enc_seq baked at the export
-    "bart_enc_dec", "marian_enc_dec",  # the decoder self-attention adds a mask whose dec_seq axis stays baked
     # a flattened batch*(width/8) token axis split back into [1, 20, 120]: batch times a strided size is no
     # product of symbols the Reshape solver can split
     "ppocr_rec_w",

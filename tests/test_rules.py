@@ -103,6 +103,24 @@ def test_slice_of_a_table_bounds_the_symbol(rng):
         run(res.model, {"x": rng.standard_normal((1, 41, 8)).astype(np.float32)})
 
 
+def test_slice_from_minus_n_of_a_folded_table_is_the_whole_axis(rng):
+    """bias[-16:] of a folded (16, 16) causal bias (T5's ``position_bias[:, :, -seq:, :]``): the slice is the
+    whole axis, so it follows the rebuilt bias instead of counting 16 rows from the end."""
+    bias = np.triu(np.full((16, 16), -1e9, np.float32), 1)
+    m = make_model([helper.make_node("Slice", ["bias", "s", "e", "a"], ["b"]),
+                    helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+                    helper.make_node("MatMul", ["x", "xt"], ["sc"]),
+                    helper.make_node("Add", ["sc", "b"], ["y"])],
+                   [tensor("x", [1, 16, 4])], [tensor("y", [1, 16, 16])],
+                   {"bias": bias, "s": np.array([-16], np.int64), "e": np.array([2**62], np.int64),
+                    "a": np.array([0], np.int64)})
+    res = dynify(m, ["x:0=batch", "x:1=seq"])
+    assert res.ranges["seq"].max is None
+    x = rng.standard_normal((2, 23, 4)).astype(np.float32)
+    want = x @ x.transpose(0, 2, 1) + np.triu(np.full((23, 23), -1e9, np.float32), 1)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-4)
+
+
 def _tiny_decoder(rng, causal: bool):
     """ids (1, 16) -> embedding -> single-head attention with a folded (1, 16, 16) mask -> (1, 16, 4)."""
     mask = np.triu(np.full((16, 16), -1e9, np.float32), 1)[None] if causal else np.zeros((1, 16, 16), np.float32)

@@ -448,8 +448,8 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
                 ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked")
             else:
                 shape[a] = Dim(tuple(_slice_dim(v, *anchored, st) for v in d.vals))
-        elif st == 1 and s0 == 0 and e0 >= d.s0:
-            shape[a] = d  # the whole axis: the output follows its input
+        elif st == 1 and (s0 == 0 or s0 <= -d.s0) and e0 >= d.s0:
+            shape[a] = d  # the whole axis (``[0:]`` or ``[-n:]``): the output follows its input
         elif d.static:
             n = _slice_dim(d.s0, s0, e0, st)
             shape[a] = ctx.bound(Origin("entry", node.name, 2, j), const(n))
