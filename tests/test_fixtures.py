@@ -125,3 +125,24 @@ def test_fixture_subset_of_axes(case, batch, tmp_path):
             continue
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=str(ref["dims"]))
+
+
+DECODERS = [c for c in CASES if any(r["dims"].get("seq") == 1 for r in c["references"]) and
+            any(a.endswith("=past") for a in c["axes"])]
+
+
+@pytest.mark.parametrize("case", DECODERS, ids=[c["name"] for c in DECODERS])
+def test_decode_step_export(case, tmp_path):
+    """The same decoder exported at its decode step (seq 1) is the model: batch and past dynamic match the
+    other decode-step references; seq dynamic cannot be read from one token (a position is one number, a
+    causal mask all ones) and is refused."""
+    step = next(r for r in case["references"] if r["dims"]["seq"] == 1)
+    decode = {**case, "model": step["file"], "s0": step,
+              "axes": [a for a in case["axes"] if not a.endswith("=seq")],
+              "references": [r for r in [case["s0"], *case["references"]] if r["dims"]["seq"] == 1 and r is not step]}
+    assert decode["references"]
+    p = dynify_cli(decode, decode["axes"], tmp_path / "step.onnx")
+    assert p.returncode == 0, p.stderr
+    assert_parity(decode, tmp_path)
+    p = dynify_cli(decode, case["axes"], tmp_path / "seq.onnx")
+    assert p.returncode in (1, 3) and not (tmp_path / "seq.onnx").exists(), p.stderr

@@ -463,3 +463,36 @@ def test_argmax_rows_into_a_flattened_batch_get_their_offset_back(rng):
     ids = rng.integers(0, 50, (3, 5)).astype(np.int64)
     x = rng.standard_normal((3, 5, 8)).astype(np.float32)
     np.testing.assert_array_equal(run(res.model, {"ids": ids, "x": x})[0], x[np.arange(3), ids.argmax(-1)])
+
+
+def test_reshapes_at_a_decode_step_keep_batch_and_seq_apart(rng):
+    """[1, 1, 32] -> [-1, 32] -> MatMul -> [1, 1, 8] at batch 1 and seq 1: the flatten holds batch*seq in
+    its one output 1, and the unflatten gives batch and seq back to the two 1s, not their product to one."""
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    m = make_model([helper.make_node("Reshape", ["x", "t1"], ["f"]),
+                    helper.make_node("MatMul", ["f", "w"], ["g"]),
+                    helper.make_node("Reshape", ["g", "t2"], ["y"])],
+                   [tensor("x", [1, 1, 32])], [tensor("y", [1, 1, 8])],
+                   {"t1": np.array([-1, 32], np.int64), "t2": np.array([1, 1, 8], np.int64), "w": w})
+    res = dynify(m, ["x:0=batch", "x:1=seq"], shapes={"seq": [1]})
+    assert res.outputs["y"] == ["batch", "seq", 8]
+    x = rng.standard_normal((3, 5, 32)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_the_one_position_of_a_decode_step_follows_the_cache_length(rng):
+    """A decode step (one new token after a cache of 8) folds its position id to [[8]]; the cache grows
+    to past + 1, so the position is read as ``past`` and the table row moves with it."""
+    table = rng.standard_normal((32, 4)).astype(np.float32)
+    emb = rng.standard_normal((20, 4)).astype(np.float32)
+    m = make_model([helper.make_node("Gather", ["emb", "ids"], ["e"]),
+                    helper.make_node("Gather", ["table", "pos"], ["p"]),
+                    helper.make_node("Add", ["e", "p"], ["x"]),
+                    helper.make_node("Concat", ["past", "x"], ["y"], axis=1)],
+                   [tensor("ids", [1, 1], TensorProto.INT64), tensor("past", [1, 8, 4])], [tensor("y", [1, 9, 4])],
+                   {"emb": emb, "table": table, "pos": np.array([[8]], np.int64)})
+    res = dynify(m, ["ids:0=batch", "past:0=batch", "past:1=past"])
+    assert any(r["rule"] == "shifted-arange" for r in res.rewrites)
+    assert res.ranges["past"].max == 31  # the new token's row must exist
+    ids, past = rng.integers(0, 20, (2, 1)), rng.standard_normal((2, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"ids": ids, "past": past})[0][:, -1], emb[ids[:, 0]] + table[5])

@@ -124,3 +124,18 @@ def test_a_folded_length_scalar_is_never_passed_on_per_sample_evidence(axes):
     assert any(c.oracle == "scalar" and "folded size" in c.note for c in res.report.checks)
     res = dynify(model, axes, references=[str(FIXTURES / "mean_pool_scale" / "ref_batch1_seq7.onnx")])
     assert any(c.oracle == "reference" and c.status == "failed" for c in res.report.checks)
+
+
+def test_an_exponent_is_not_taken_for_a_folded_size(rng):
+    """GELU's ``x ** 3`` at a length of 9: 3 is sqrt(9), but an exponent is no folded size; a scale of 3
+    applied by Mul still is."""
+    from conftest import make_model, tensor
+    from onnx import helper
+
+    three = np.array(3.0, np.float32)
+    for op, inputs in (("Pow", ["x", "three"]), ("Mul", ["x", "three"])):
+        m = make_model([helper.make_node(op, inputs, ["y"])], [tensor("x", [1, 9, 4])], [tensor("y", [1, 9, 4])],
+                       {"three": three})
+        res = dynify(m, ["x:1=seq"])
+        flagged = [c for c in res.report.checks if c.oracle == "scalar"]
+        assert bool(flagged) == (op == "Mul"), (op, flagged)

@@ -43,7 +43,7 @@ class DynifyResult:
         return {
             "axes": [{"input": a.input, "axis": a.axis, "symbol": a.symbol} for a in self.axes],
             "symbols": {s: {"static": r.static, "min": r.min, "max": r.max, "multiple": r.multiple,
-                            "reason": r.reason} | ({"equals": str(r.equals)} if r.equals is not None else {})
+                            "reason": r.reason} | r.extras()
                         for s, r in self.ranges.items()},
             "outputs": self.outputs,
             "rewrites": self.rewrites,
@@ -228,8 +228,7 @@ def _inside(value: int, r: SymbolRange) -> int:
 def _record_metadata(model: onnx.ModelProto, ranges: dict[str, SymbolRange]) -> None:
     """Store the symbol ranges; keep winml.io.* specs true (symbolic dims, ranges)."""
     props = {p.key: p for p in model.metadata_props}
-    value = json.dumps({s: {"min": r.min, "max": r.max, "multiple": r.multiple, "static": r.static}
-                        | ({"equals": str(r.equals)} if r.equals is not None else {})
+    value = json.dumps({s: {"min": r.min, "max": r.max, "multiple": r.multiple, "static": r.static} | r.extras()
                         for s, r in ranges.items()})
     if RANGE_KEY in props:
         props[RANGE_KEY].value = value

@@ -81,6 +81,8 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
              + (f" ({r.reason})" if r.reason else ""))
         if r.equals is not None:
             echo(f"    the graph requires {s} == {r.equals} (checked at run time)")
+        for p, limit in r.jointly:
+            echo(f"    the graph requires {p} <= {limit} (checked at run time)")
     kinds: dict[str, int] = {}
     for rw in res.rewrites:
         kinds[rw["rule"]] = kinds.get(rw["rule"], 0) + 1

@@ -32,6 +32,17 @@ class SymbolRange:
     reason: str = ""
     multiple: int = 1  # valid sizes are multiples of this (strided downsampling then upsampling)
     equals: Poly | None = None  # the graph requires the symbol to equal this polynomial of the others
+    # sizes of several symbols that have a maximum (``past + seq <= 48``), checked at run time
+    jointly: list[tuple[Poly, int]] = field(default_factory=list)
+
+    def allows(self, values: dict[str, int]) -> bool:
+        """Whether the symbol values (all the symbols of its joint bounds) satisfy those bounds."""
+        return all(p.evaluate(values) <= limit for p, limit in self.jointly)
+
+    def extras(self) -> dict[str, str | list[str]]:
+        """What the range's metadata states besides min, max and multiple."""
+        return ({"equals": str(self.equals)} if self.equals is not None else {}) | (
+            {"at_most": [f"{p} <= {limit}" for p, limit in self.jointly]} if self.jointly else {})
 
 
 @dataclass
@@ -187,6 +198,9 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             consumers[i].append((n, k))
     uppers: list[tuple[Vals, int, str]] = []
     sizes = graph_sizes(an.infos, symbols)
+    lengths_at_1 = {sp.symbol for sp in specs if sp.axis != 0 and symbols[sp.symbol].static == 1}
+    for cname in [] if lengths_at_1 else _lone_positions(consts, consumers, bound, tables):
+        bound[cname] = {}  # a decode step's one position: tried as a shifted range of one element
     for cname, axes in bound.items():
         lazy, dtype = consts[cname]
         arr = lazy.array
@@ -203,6 +217,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
                 n.input[k] = regen.tensor
             result.rewrites.append({"rule": regen.kind, "target": cname,
                                     "detail": f"arange({start}, {end})"})
+            continue
+        if not axes:  # a lone constant that is no shifted position: it stays
             continue
         try:
             prefix_ok = _sequence_only(model, axes.values(), specs, symbols)
@@ -233,7 +249,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     for rw in result.rewrites:
         rw["target"] = _original_name(rw["target"])
 
-    result.ranges = _ranges(statics, an.upper, uppers, symbols)
+    result.ranges = _ranges(statics, an.upper, uppers, symbols, result.bounds)
     for s, expr in an.relations.items():
         result.ranges[s].equals = expr
         result.rewrites.append({"rule": "relation-check", "target": s,
@@ -242,6 +258,20 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
     return result
+
+
+_COMPARISONS = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
+
+
+def _lone_positions(consts, consumers, bound, tables) -> list[str]:
+    """Constants of one element, bound to no symbol, that index a table (Gather), are compared (a causal
+    mask's row index) or multiply rotary frequencies (MatMul): a position id folded at a decode step. Not
+    tried when a length symbol was exported at 1: the one position may then stand for ``seq`` of them."""
+    def positional(n: onnx.NodeProto, k: int) -> bool:
+        return (n.op_type == "Gather" and k == 1 and n.input[0] in tables) or n.op_type in _COMPARISONS \
+            or n.op_type == "MatMul"
+    return [c for c, (lazy, _) in consts.items()
+            if c not in bound and lazy.size == 1 and consumers[c] and all(positional(n, k) for n, k in consumers[c])]
 
 
 def _table_bounds(regen, users: list[tuple[onnx.NodeProto, int]], tables: dict) -> list[tuple[Vals, int, str]]:
@@ -382,13 +412,24 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
 
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],
-            symbols: dict[str, Symbol]) -> dict[str, SymbolRange]:
+            symbols: dict[str, Symbol], sums: list[tuple[Poly, int, str]] = ()) -> dict[str, SymbolRange]:
+    """Each symbol's range from the analysis' bounds, bounds on one-symbol sizes (``extra``) and bounds on
+    linear sizes of several symbols (``sums``: ``past + seq <= rows``, each symbol taken with the others at 1;
+    the joint bound itself is checked at run time)."""
     ranges = {s: SymbolRange(s, v) for s, v in statics.items()}
     items = list(upper.items())
     for vals, limit, reason in extra:
         f = factor(vals, symbols)
         if f and len(f[1]) == 1:
             items.append((next(iter(f[1])), (limit // f[0], reason)))
+    for poly, limit, reason in sums:
+        coeffs = {m[0][0]: c for m, c in poly.terms if m}
+        if poly.degree != 1 or any(c <= 0 for c in coeffs.values()):
+            continue
+        for sym, c in coeffs.items():
+            others = poly.value + sum(v for t, v in coeffs.items() if t != sym)
+            items.append((sym, ((limit - others) // c, f"{poly} <= {limit}: {reason}")))
+            ranges[sym].jointly.append((poly, limit))
     for sym, (top, reason) in items:
         r = ranges[sym]
         if r.max is None or top < r.max:

@@ -24,18 +24,23 @@ def shifted_range(arr: np.ndarray, dtype: int, axes: dict[int, Binding], sizes: 
                   symbols: dict[str, Symbol], rz: Realizer,
                   rows: int | None = None) -> tuple[Regenerated, Poly, Poly] | None:
     """``Range(start, start + n)`` shaped like ``arr`` when its content is ``c + index`` (integers, also when
-    stored as floats) along its one bound
-    axis (all other axes of size 1), ``c != 0``, and the graph's ``sizes`` name exactly one symbolic
-    start; None otherwise. Also returns the range's start and end. ``rows``: the range indexes a table of that many
+    stored as floats) along its one bound axis (all other axes of size 1) or is one position with no
+    bound axis (``n`` = 1), ``c != 0``, and the graph's ``sizes`` name exactly one symbolic start; None
+    otherwise. Also returns the range's start and end. ``rows``: the range indexes a table of that many
     rows, so its end is checked at run time not to pass it."""
-    if len(axes) != 1 or arr.dtype.kind not in "iuf" or arr.size < 2:
+    if arr.dtype.kind not in "iuf":
         return None
-    (a, b), = axes.items()
-    if b.kind != "follow" or any(n != 1 for k, n in enumerate(arr.shape) if k != a):
+    if not axes and arr.size == 1:  # one new token (a decode step at seq 1): its position is the start
+        a, n = arr.ndim - 1, Poly.constant(1)
+    elif len(axes) == 1:
+        (a, b), = axes.items()
+        if b.kind != "follow" or any(n != 1 for k, n in enumerate(arr.shape) if k != a):
+            return None
+        n = fit(b.vals, symbols)
+    else:
         return None
     line = arr.reshape(-1).astype(np.float64)  # rotary positions are float
     c = int(line[0])
-    n = fit(b.vals, symbols)
     if c == 0 or n is None or not np.array_equal(line, c + np.arange(line.size)):
         return None
     starts = {e - n for e in sizes if e.evaluate(_at_export(e, symbols)) == c + line.size}

@@ -38,7 +38,11 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
                    and tuple(v // x for v, x in zip(vals, s.vals, strict=True)) in ctx.dim_sources
                    for s in ctx.symbols.values())
 
-    groups = _groups(in_shape, static_out, splittable)
+    def atoms(vals: Vals) -> int:
+        m = _monomial(ctx, vals)
+        return 0 if m is None else sum(m[1].values())
+
+    groups = _groups(in_shape, static_out, splittable, atoms)
     if groups is None:
         ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
         return None
@@ -126,9 +130,10 @@ def with_parts(in_shape: list[Dim], out: list[Dim]) -> list[Dim]:
     return out
 
 
-def _groups(in_shape: list[Dim], out: list[int],
-            splittable: Callable[[Vals], bool]) -> list[tuple[list[int], list[int]]] | None:
-    """Pair contiguous runs of input and output dims with equal static products."""
+def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bool],
+            atoms: Callable[[Vals], int] = lambda _: 1) -> list[tuple[list[int], list[int]]] | None:
+    """Pair contiguous runs of input and output dims with equal static products; ``atoms`` counts the
+    symbol factors of a dim (how many output 1s a symbolic 1 may spread over)."""
     non1_in = [i for i, d in enumerate(in_shape) if d.s0 != 1]
     non1_out = [k for k, v in enumerate(out) if v != 1]
     groups: list[tuple[list[int], list[int]]] = []
@@ -161,12 +166,16 @@ def _groups(in_shape: list[Dim], out: list[int],
     sym_ones = [i for i, d in enumerate(in_shape) if d.s0 == 1 and not d.static]
     out_ones = [k for k, v in enumerate(out) if v == 1]
     used: set[int] = set()
+    paired: dict[int, tuple[list[int], list[int]]] = {}  # gap -> the group of its symbolic 1s and output 1s
     for i in sym_ones:
         g = gap(i, non1_in)
-        match = next((k for k in out_ones if k not in used and gap(k, non1_out) == g), None)
-        if match is not None:
-            used.add(match)
-            groups.append(([i], [match]))
+        free = [k for k in out_ones if k not in used and gap(k, non1_out) == g][:max(1, atoms(in_shape[i].vals))]
+        if free:  # a product of symbols at 1 (``batch*seq`` at a decode step) splits over the 1s of its gap
+            used.update(free)
+            paired[g] = ([i], free)
+            groups.append(paired[g])
+        elif g in paired:  # several symbolic 1s and one output 1 (a flatten of batch and seq at 1)
+            paired[g][0].append(i)
         elif groups:
             gi, _ = groups[min(g, len(groups) - 1)]
             gi.append(i)

@@ -16,18 +16,20 @@ def size_like_scalars(model: onnx.ModelProto, statics: dict[str, int], report: V
     look-up or comparison (the position ``past`` of a decode step exported at ``seq`` 1), for a symbol
     that no oracle checked at another size: each is a failed check, since a folded ``x.size(1) ** -0.5``
     would be silently wrong there while a hyperparameter of that value would be right. A ``--reference``
-    settles it. A comparison with another constant that gives the same answer for every size from 1 up
-    (``0 < 16``, a loop's first condition) cannot tell them apart and is no evidence. The
-    per-sample oracle counts only for ``batches`` (axis-0 symbols): it runs the original at its own size,
-    so on any other axis it cannot see a folded length."""
+    settles it. An exponent (``Pow``'s second input, GELU's ``x ** 3``) is not taken for a size. A
+    comparison with another constant that gives the same answer for every size from 1 up (``0 < 16``, a
+    loop's first condition) cannot tell them apart and is no evidence. The per-sample oracle counts only
+    for ``batches`` (axis-0 symbols): it runs the original at its own size, so on any other axis it cannot
+    see a folded length."""
     checked = {s for c in report.checks if c.status == "passed" for s, v in c.shape.items()
                if v != statics.get(s) and (c.oracle != "per-sample" or s in batches)}
     arithmetic = {"Mul", "Div", "Pow", "Sqrt", "Add", "Sub"}
     positional = {"Gather", "MatMul", "LessOrEqual", "Less", "GreaterOrEqual", "Greater"}  # a folded position id
     users: dict[str, set[str]] = {}
     for n in model.graph.node:
-        for i in n.input:
-            users.setdefault(i, set()).add(n.op_type)
+        for k, i in enumerate(n.input):
+            if not (n.op_type == "Pow" and k == 1):  # an exponent (GELU's x**3) is no folded size
+                users.setdefault(i, set()).add(n.op_type)
     values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if int(np.prod(t.dims)) == 1}
     settled = _settled_comparisons(model, values)
     scalars = [(t.name, helper.tensor_dtype_to_np_dtype(t.data_type), onnx.numpy_helper.to_array(t))

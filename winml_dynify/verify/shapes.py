@@ -8,7 +8,8 @@ from ..rewrite import SymbolRange
 def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
                  override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
     """The original shape, each symbol moved alone through its values, then all moved together. A symbol
-    the graph requires to equal a polynomial of the others (``total == past + seq``) follows them."""
+    the graph requires to equal a polynomial of the others (``total == past + seq``) follows them; shapes
+    past a joint bound (``past + seq <= 48``) are left out."""
     per: dict[str, list[int]] = {}
     for s, r in ranges.items():
         if r.equals is not None:
@@ -34,6 +35,6 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
     out = []
     for sh in shapes:
         sh.update({s: r.equals.evaluate(sh) for s, r in ranges.items() if r.equals is not None})
-        if sh not in out:
+        if sh not in out and all(r.allows(sh) for r in ranges.values()):
             out.append(sh)
     return out
