@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import onnx
 
 from . import io, value_info
-from .analysis import Binding, all_nodes
 from .budget import over_budget
 from .conform import checker_problem, conform, light_copy
+from .context import Binding, all_nodes
 from .errors import RefusedError, UsageError, VerificationError
 from .presets import Selection, select
 from .rewrite import RANGE_KEY, Rewritten, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite

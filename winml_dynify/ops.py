@@ -14,9 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from .analysis import MAX_VALUE_SIZE, Ctx, TInfo, value_dtype
+from .context import MAX_VALUE_SIZE, Ctx, TInfo, value_dtype
 from .dims import N_POINTS, Dim, Origin, Vals, const, is_static, prod
 from .rules import divisor, unit_axes
+from .rules.reshape import solve_reshape, with_parts
 
 Handler = Callable[[Ctx, onnx.NodeProto, list[TInfo | None]], list[TInfo | None]]
 HANDLERS: dict[tuple[str, str], Handler] = {}
@@ -332,8 +333,6 @@ def _reshape_at(in_vals: list[int], target: list[int], allowzero: int) -> list[i
 
 @op("Reshape")
 def _reshape(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    from .rules.reshape import solve_reshape, with_parts
-
     x, tgt = ins
     entries = _entries(ctx, tgt, node, 1)
     if entries is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import onnx
 
-from .analysis import Ctx, TInfo
+from .context import Ctx, TInfo
 from .ops import op
 
 Ins = list[TInfo | None]

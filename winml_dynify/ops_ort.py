@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from .analysis import Ctx, TInfo
+from .context import Ctx, TInfo
 from .dims import N_POINTS, Dim, const
 from .ops import _broadcast_shapes, _conv_out, _gemm, _matmul_shape, _with_value, op
 

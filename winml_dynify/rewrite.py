@@ -10,7 +10,8 @@ from functools import partial
 import onnx
 
 from . import subgraphs
-from .analysis import Analysis, Binding, all_nodes, analyse, bodies, constants, opset_of
+from .analysis import analyse
+from .context import Analysis, Binding, all_nodes, bodies, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer

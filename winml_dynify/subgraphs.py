@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .analysis import Analysis, Ctx, TInfo, bodies, run_nodes
+from .context import Analysis, Ctx, TInfo, bodies
 from .dims import N_POINTS, Dim, Origin, Symbol, Vals, const, describe, is_static
 from .ops import op
 from .realize import Realizer
@@ -225,7 +225,7 @@ def _loop(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     for k in range(n_carried):
         _seed(ctx, body.input[2 + k], _state(ins[2 + k]))
     counters = _counters(ctx, node, body)
-    run_nodes(ctx, body.node, record=False)
+    ctx.run_body(body.node)
     ctx.node = node
     trip = _tie(ctx, trip, _outer_rows(ctx, body, counters), _bounds(ctx, body, counters), _touched(ctx, node))
     outs: list[TInfo | None] = []
@@ -255,7 +255,7 @@ def _scan(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
         _seed(ctx, body.input[n_state + j], TInfo(x.shape[:a] + x.shape[a + 1:], None, None, x.dtype))
     for k in range(n_state):
         _seed(ctx, body.input[k], _state(ins[k]))
-    run_nodes(ctx, body.node, record=False)
+    ctx.run_body(body.node)
     ctx.node = node
     outs: list[TInfo | None] = [_carry(ctx, ins[k], ctx.info(body.output[k].name), f"scan state {k}")
                                 for k in range(n_state)]
@@ -275,7 +275,7 @@ def _if(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo |
     branches = [_attr_graph(node, "then_branch"), _attr_graph(node, "else_branch")]
     picks = None if cond is None or cond.value is None else tuple(bool(v) for v in cond.value[0])
     for g in branches:  # a branch no sample point takes may be taken at another size: both are rewritten
-        run_nodes(ctx, g.node, record=False)
+        ctx.run_body(g.node)
     taken = [g for g, want in zip(branches, (True, False), strict=True) if picks is None or want in picks]
     ctx.node = node
     outs: list[TInfo | None] = []

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..analysis import Binding, Lazy
+from ..context import Binding, Lazy
 from ..dims import Vals
 from ..errors import RefusedError
 from ..realize import Realizer

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..analysis import Ctx, TInfo
+from ..context import Ctx, TInfo
 from ..dims import Vals, is_static, prod
 from ..realize import Realizer
 

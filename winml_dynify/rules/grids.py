@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..analysis import TInfo
+from ..context import TInfo
 from ..dims import Vals, is_static
 from ..realize import Realizer
 

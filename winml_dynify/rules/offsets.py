@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..analysis import SMALL_CONST, Binding, Ctx, Lazy
+from ..context import SMALL_CONST, Binding, Ctx, Lazy
 from ..dims import Origin, Vals
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..analysis import Binding
+from ..context import Binding
 from ..dims import Poly, Symbol, evaluate, fit
 from ..realize import Realizer
 from .constants import Regenerated

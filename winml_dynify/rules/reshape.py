@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import onnx
 
-from ..analysis import Ctx
+from ..context import Ctx
 from ..dims import Dim, Origin, Vals, const, is_static, prod
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..analysis import Analysis
+from ..context import Analysis
 from ..dims import Vals
 from ..realize import Realizer
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from ..analysis import Analysis, TInfo
+from ..context import Analysis, TInfo
 from ..dims import N_POINTS, Vals, is_static
 from ..ops import INT64_MAX, _reshape_at, _slice_dim
 from ..realize import Realizer

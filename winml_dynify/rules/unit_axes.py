@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from ..analysis import Analysis, Binding, Ctx, TInfo, all_nodes
+from ..context import Analysis, Binding, Ctx, TInfo, all_nodes
 from ..dims import Dim, Origin, Vals, const, factor, is_static, prod
 from ..errors import RefusedError
 from ..realize import Realizer
