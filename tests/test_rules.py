@@ -496,3 +496,41 @@ def test_the_one_position_of_a_decode_step_follows_the_cache_length(rng):
     assert res.ranges["past"].max == 31  # the new token's row must exist
     ids, past = rng.integers(0, 20, (2, 1)), rng.standard_normal((2, 5, 4)).astype(np.float32)
     np.testing.assert_allclose(run(res.model, {"ids": ids, "past": past})[0][:, -1], emb[ids[:, 0]] + table[5])
+
+
+def test_shape_arithmetic_on_static_axes_becomes_constant(rng):
+    """``x.view(-1, x.shape[1] // 2, 2, x.shape[2])`` on (batch, 8, 4) with batch symbolic: the sizes read
+    from the static axes fold to constants (no Shape of them is left), the batch still flows."""
+    m = make_model([helper.make_node("Shape", ["x"], ["s"]),
+                    helper.make_node("Gather", ["s", "one"], ["h"], axis=0),
+                    helper.make_node("Gather", ["s", "two"], ["c"], axis=0),
+                    helper.make_node("Div", ["h", "two"], ["h2"]),
+                    helper.make_node("Unsqueeze", ["h2", "zero"], ["h2v"]),
+                    helper.make_node("Unsqueeze", ["c", "zero"], ["cv"]),
+                    helper.make_node("Concat", ["minus1", "h2v", "twov", "cv"], ["t"], axis=0),
+                    helper.make_node("Reshape", ["x", "t"], ["y"])],
+                   [tensor("x", [1, 8, 4])], [tensor("y", [1, 4, 2, 4])],
+                   {"one": np.array(1, np.int64), "two": np.array(2, np.int64), "zero": np.array([0], np.int64),
+                    "minus1": np.array([-1], np.int64), "twov": np.array([2], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert not any(n.op_type in ("Shape", "Gather", "Div") for n in res.model.graph.node)
+    assert any(r["rule"] == "static-shape" for r in res.rewrites)
+    x = rng.standard_normal((3, 8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(3, 4, 2, 4))
+
+
+def test_shape_arithmetic_that_reads_a_symbol_stays(rng):
+    """The same view with the leading axis read from the Shape (``x.shape[0]``): that entry follows batch and
+    stays a run-time computation."""
+    m = make_model([helper.make_node("Shape", ["x"], ["s"]),
+                    helper.make_node("Gather", ["s", "zero_s"], ["b"], axis=0),
+                    helper.make_node("Unsqueeze", ["b", "zero"], ["bv"]),
+                    helper.make_node("Concat", ["bv", "rest"], ["t"], axis=0),
+                    helper.make_node("Reshape", ["x", "t"], ["y"])],
+                   [tensor("x", [1, 8, 4])], [tensor("y", [1, 4, 2, 4])],
+                   {"zero_s": np.array(0, np.int64), "zero": np.array([0], np.int64),
+                    "rest": np.array([4, 2, 4], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert any(n.op_type == "Shape" for n in res.model.graph.node)
+    x = rng.standard_normal((5, 8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(5, 4, 2, 4))

@@ -20,7 +20,7 @@ from .dims import Dim, Origin, Poly, Symbol, Vals, evaluate
 from .errors import RefusedError
 from .ops import HANDLERS, fallback
 from .ops_ort import ort_fallback
-from .rules.offsets import offset_bindings
+from .rules import offsets
 
 MAX_PASSES = 40
 
@@ -83,7 +83,7 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
             fits = {}
             bindings = dict(seed_bindings or {})
             continue
-        extra = offset_bindings(ctx, consts)
+        extra = offsets.offset_bindings(ctx, consts)
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:
             return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper,

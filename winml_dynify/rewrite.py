@@ -15,7 +15,7 @@ from .context import Analysis, Binding, all_nodes, bodies, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, grids, row_index, unit_axes
+from .rules import divisor, grids, row_index, static_shapes, unit_axes
 from .rules.constants import regenerate
 from .rules.positions import graph_sizes, shifted_range
 from .rules.shape_inputs import RULES
@@ -239,6 +239,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         guarded = rz.guard(inp)
         for n in graph.node:
             n.input[:] = [guarded if i == inp else i for i in n.input]
+    folded = static_shapes.fold(graph, an.infos)
+    if folded:
+        result.rewrites.append({"rule": "static-shape", "target": "graph",
+                                "detail": f"{folded} shape computations the symbols do not reach became constants"})
     new_nodes = _toposort(list(rz.nodes) + list(graph.node), graph)
     del graph.node[:]
     graph.node.extend(new_nodes)
