@@ -12,9 +12,10 @@ import onnx
 from . import io, value_info
 from .budget import over_budget
 from .conform import checker_problem, conform, light_copy
-from .context import Binding, all_nodes
+from .context import Analysis, Binding, all_nodes
 from .errors import RefusedError, UsageError, VerificationError
 from .presets import Selection, select
+from .realize import CHECK_PREFIX
 from .rewrite import RANGE_KEY, Rewritten, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
 from .spec import AxisSpec, OutputAxis, carried_axes, check_outputs, graph_output_dims, parse_axis, resolve
 from .verify import Check, Verifier, VerifyReport, check_shapes, size_like_scalars
@@ -101,10 +102,11 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     before = light_copy(original) if in_place else original  # what the checker compares with
     done = rewrite(original, specs, statics, inplace=in_place)
     _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
-    _self_check(done.model, specs, statics, done.ranges, done.choices)
+    analysed = _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
     conform(before, done.model)
-    value_info.annotate(done.model)
+    known = value_info.analysed_shapes(analysed.infos, analysed.symbols)
+    value_info.annotate(done.model, {k: v for k, v in known.items() if not k.startswith(CHECK_PREFIX)})
     problem = checker_problem(done.model)
     if problem and not checker_problem(before):
         raise RefusedError(f"the rewritten model fails onnx.checker (full check) although the input passes: "
@@ -182,10 +184,10 @@ def _keep_recorded(ranges: dict[str, SymbolRange], recorded: dict[str, SymbolRan
 
 
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
-                ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding]) -> None:
+                ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding]) -> Analysis:
     """The rewritten graph must analyse (under the same Reshape choices) with nothing left to bind or
-    rewrite, and onnx must infer it strictly. Works on ``model`` itself (node names are restored after),
-    and infers shapes on a copy without the weights: no weight is copied."""
+    rewrite, and onnx must infer it strictly; returns that analysis. Works on ``model`` itself (node names
+    are restored after), and infers shapes on a copy without the weights: no weight is copied."""
     names = [n.name for n in all_nodes(model.graph)]
     name_nodes(model.graph)
     try:
@@ -216,6 +218,7 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
     except Exception as e:  # onnx raises InferenceError and friends
         reason = str(e).splitlines()[0][:300]
         raise RefusedError(f"onnx shape inference rejects the rewritten graph: {reason}") from None
+    return an
 
 
 def _inside(value: int, r: SymbolRange) -> int:

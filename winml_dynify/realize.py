@@ -18,6 +18,10 @@ _AXES_INPUT_SINCE = {"Unsqueeze": 13, "Squeeze": 13, "ReduceSum": 13}
 # comparisons that appeared later than their negation: the negated form is used below that opset
 _NEGATED = {"GreaterOrEqual": ("Less", 12), "LessOrEqual": ("Greater", 12)}
 
+# run-time relation checks are named CHECK_PREFIX + "total == past + seq"; their outputs are empty only when the
+# relation holds, so no shape of theirs may be stated (an optimiser would drop the check)
+CHECK_PREFIX = "dynify/check_"
+
 
 def at_opset(op: str, inputs: list[str], attrs: dict, opset: int, const) -> list[tuple[str, list[str], dict]]:
     """The node(s) that compute ``op`` at ``opset``, as ``(op, inputs, attributes)`` in order; the last
@@ -116,7 +120,7 @@ class Realizer:
             zero = None
             for name, expr in self.relations.items():
                 diff = self.node("Sub", [self._symbol(name), self._poly(expr)])
-                label = f"dynify/check_{name} == {expr}"  # a negative size fails with this node's name
+                label = f"{CHECK_PREFIX}{name} == {expr}"  # a negative size fails with this node's name
                 check = helper.make_node("ConstantOfShape", [self.node("Neg", [self.node("Abs", [diff])])],
                                          [label], name=label, value=numpy_helper.from_array(np.zeros(1, np.int64)))
                 check.metadata_props.extend(self.tags)

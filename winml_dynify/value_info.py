@@ -1,30 +1,32 @@
 """Symbolic ``value_info`` for the rewritten graph, so the optimisers users run next see its shapes.
 
 onnxruntime's load-time fusions (SkipLayerNormalization needs the shapes of both Add inputs) and the
-tools that follow an export read ``value_info``. Two inferences fill it: onnx's own (strict, with data
-propagation), and onnxruntime's symbolic shape inference without ``auto_merge`` (which follows shape
-arithmetic further, e.g. ``Range(0, seq)`` has ``seq`` elements). ``auto_merge`` is never used: it equates
-symbols that broadcast against each other, which states dims that are not always equal. Where the two
-disagree on a dim, that dim is left unnamed; nothing is written for a tensor neither could shape.
+tools that follow an export read ``value_info``. Two sources fill it: onnx's own shape inference (strict,
+with data propagation), and the engine's analysis of the rewritten graph, which knows every size that is a
+polynomial of the symbols (``seq`` elements of ``Range(0, seq)``, ``past + seq`` keys) exactly. Where the
+two disagree on a dim, that dim is left unnamed; a size the analysis cannot name (``floor(h / 8)``) is
+left to onnx; nothing is written for a tensor neither could shape.
 """
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import onnx
 from onnx import helper
+
+from .context import TInfo
+from .dims import Symbol, fit
 
 Dims = list[int | str | None]
 
 _INLINE_LIMIT = 4096  # initializers with more elements are passed to the inferences as typed inputs
 
 
-def annotate(model: onnx.ModelProto) -> int:
-    """Replace ``model``'s ``value_info`` with the inferred shapes of its intermediates; return their count."""
+def annotate(model: onnx.ModelProto, known: dict[str, tuple[int, Dims]]) -> int:
+    """Replace ``model``'s ``value_info`` with the shapes of its intermediates, from onnx's inference and the
+    analysis' ``known`` shapes (see :func:`analysed_shapes`); return their count."""
     light = shapes_only(model)
-    found = _merge(_onnx_shapes(light), _symbolic_shapes(light))
+    found = _merge(_onnx_shapes(light), known)
     outer = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output}
     outer |= {t.name for t in model.graph.initializer}
     del model.graph.value_info[:]
@@ -34,6 +36,21 @@ def annotate(model: onnx.ModelProto) -> int:
                 elem, dims = found[name]
                 model.graph.value_info.append(helper.make_tensor_value_info(name, elem, dims))
     return len(model.graph.value_info)
+
+
+def analysed_shapes(infos: dict[str, TInfo], symbols: dict[str, Symbol]) -> dict[str, tuple[int, Dims]]:
+    """The analysis' shapes as value_info dims: a number, the polynomial of the symbols (``batch*seq``,
+    ``past + seq``), or None for a size it cannot name."""
+    out: dict[str, tuple[int, Dims]] = {}
+    for name, info in infos.items():
+        if info.shape is None:
+            continue
+        dims: Dims = []
+        for d in info.shape:
+            p = None if d.static else fit(d.vals, symbols)
+            dims.append(d.s0 if d.static else None if p is None else str(p))
+        out[name] = (info.dtype, dims)
+    return out
 
 
 def shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -79,29 +96,6 @@ def _onnx_shapes(light: onnx.ModelProto) -> dict[str, tuple[int, Dims]]:
     except Exception:  # onnx raises InferenceError and friends
         return {}
     return _shape_map(inferred.graph)
-
-
-def _symbolic_shapes(light: onnx.ModelProto) -> dict[str, tuple[int, Dims]]:
-    """onnxruntime's symbolic shape inference without ``auto_merge``: what it shaped, even when it stops
-    before the end (its public entry point writes a temporary file into the working directory then, so
-    its steps are run here); nothing when it fails or is unavailable."""
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:  # sympy missing
-        return {}
-    level = logging.getLogger("onnxruntime.tools.symbolic_shape_infer").level
-    logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.ERROR)
-    try:
-        ssi = SymbolicShapeInference(2**31 - 1, False, False, 0)
-        ssi._preprocess(light)
-        while ssi.run_:
-            ssi._infer_impl()
-        ssi._update_output_from_vi()
-        return _shape_map(ssi.out_mp_.graph)
-    except Exception:  # any failure inside the tool leaves onnx's shapes alone
-        return {}
-    finally:
-        logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(level)
 
 
 def _merge(exact: dict[str, tuple[int, Dims]], symbolic: dict[str, tuple[int, Dims]]) -> dict[str, tuple[int, Dims]]:
