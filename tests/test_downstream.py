@@ -93,9 +93,10 @@ def _check_dim(dim: int | str, actual: int, sizes: dict[str, int], seen: dict[st
     assert seen.setdefault(dim, actual) == actual, f"{where}: {dim!r} is {seen[dim]} elsewhere"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "resnet_hw", "wav2vec2", "yolov8_seg_hw"])
 def test_value_info_states_only_true_dims(name):
-    """Every value_info dim equals the run-time size at two shapes (a symbol: the same size everywhere)."""
+    """Every value_info dim equals the run-time size at two shapes (a symbol, or a name the analysis gave a
+    strided size, ``size_3``: the same size everywhere)."""
     model = copy.deepcopy(dynified(name).model)
     infos = list(model.graph.value_info)
     assert infos, "the rewrite writes value_info"

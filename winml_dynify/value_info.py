@@ -3,19 +3,21 @@
 onnxruntime's load-time fusions (SkipLayerNormalization needs the shapes of both Add inputs) and the
 tools that follow an export read ``value_info``. Two sources fill it: onnx's own shape inference (strict,
 with data propagation), and the engine's analysis of the rewritten graph, which knows every size that is a
-polynomial of the symbols (``seq`` elements of ``Range(0, seq)``, ``past + seq`` keys) exactly. Where the
-two disagree on a dim, that dim is left unnamed; a size the analysis cannot name (``floor(h / 8)``) is
-left to onnx; nothing is written for a tensor neither could shape.
+polynomial of the symbols (``seq`` elements of ``Range(0, seq)``, ``past + seq`` keys) exactly and gives
+every other size it tracks (``floor(h / 8)``) a name shared by the tensors that have it. Where the two
+disagree on a dim, that dim is left unnamed; nothing is written for a tensor neither could shape.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import onnx
 from onnx import helper
 
 from .context import TInfo
-from .dims import Symbol, fit
+from .dims import Symbol, Vals, fit
 
 Dims = list[int | str | None]
 
@@ -40,15 +42,23 @@ def annotate(model: onnx.ModelProto, known: dict[str, tuple[int, Dims]]) -> int:
 
 def analysed_shapes(infos: dict[str, TInfo], symbols: dict[str, Symbol]) -> dict[str, tuple[int, Dims]]:
     """The analysis' shapes as value_info dims: a number, the polynomial of the symbols (``batch*seq``,
-    ``past + seq``), or None for a size it cannot name."""
+    ``past + seq``), or for a size that is no polynomial (``floor(h / 8)`` after strided convolutions) a
+    name of its own, ``size_1``, ``size_2``, ..., the same wherever the analysis found the same size."""
     out: dict[str, tuple[int, Dims]] = {}
+    opaque: dict[Vals, str] = {}
+    fresh = (f"size_{k}" for k in itertools.count(1) if f"size_{k}" not in symbols)
     for name, info in infos.items():
         if info.shape is None:
             continue
         dims: Dims = []
         for d in info.shape:
-            p = None if d.static else fit(d.vals, symbols)
-            dims.append(d.s0 if d.static else None if p is None else str(p))
+            if d.static:
+                dims.append(d.s0)
+                continue
+            p = fit(d.vals, symbols)
+            if p is None and d.vals not in opaque:
+                opaque[d.vals] = next(fresh)
+            dims.append(str(p) if p is not None else opaque[d.vals])
         out[name] = (info.dtype, dims)
     return out
 
