@@ -26,9 +26,6 @@ KNOWN_REFUSED = {
     "xlnet", "funnel",  # relative-position constants folded at the exported length
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
-    # a flattened batch*(width/8) token axis split back into [1, 20, 120]: batch times a strided size is no
-    # product of symbols the Reshape solver can split
-    "ppocr_rec_w",
     "mobilevitv2_hw",  # the last stage's [.., 4, 2] patch split: which factor is the fixed patch is ambiguous
     # opset-14 OPT: the causal mask is built by a ScatterND whose computed index tuples bake batch 1;
     # verification finds the rewrite wrong per sample, nothing is written
