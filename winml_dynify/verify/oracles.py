@@ -3,7 +3,6 @@ prefixed) or a reference export, with sessions built once per optimisation level
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import numpy as np
@@ -185,22 +184,26 @@ class Verifier:
 
     def run(self, shapes: list[dict[str, int]], levels: list[str], references: list[str],
             progress=None) -> VerifyReport:
+        """Every shape, then every reference, one optimisation level after the other: a level's sessions
+        (the original's and the rewritten model's) are released before the next level's are built, so at
+        most two models are held by onnxruntime at a time."""
         report = VerifyReport(provider=self.provider, float_inputs=self.float_inputs)
         report.tolerances = {lv: {k: {"rtol": t.rtol, "atol": t.atol, "why": t.why} for k, t in tols.items()}
                              for lv, tols in self.tols.items()}
-        todo = list(itertools.product(shapes, levels))
-        t0 = time.perf_counter()
-        for k, (shape, level) in enumerate(todo):
-            report.checks.append(self._check(shape, level))
-            if progress:
-                progress(k + 1, len(todo) + len(references) * len(levels))
-        t1 = time.perf_counter()
-        for k, ref in enumerate(references):
-            for level in levels:
-                report.checks.append(self._reference(ref, level))
-                if progress:
-                    progress(len(todo) + k + 1, len(todo) + len(references) * len(levels))
-        report.timings = {**self.timings, "checks": t1 - t0, "references": time.perf_counter() - t1}
+        total, done = (len(shapes) + len(references)) * len(levels), 0
+        spent = {"checks": 0.0, "references": 0.0}
+        for level in levels:
+            for kind, items, check in (("checks", shapes, self._check), ("references", references, self._reference)):
+                t0 = time.perf_counter()
+                for item in items:
+                    report.checks.append(check(item, level))
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                spent[kind] += time.perf_counter() - t0
+            for key in [k for k in self._sessions if k[1] == level]:
+                del self._sessions[key]
+        report.timings = {**self.timings, **spent}
         return report
 
     def _expected_shape(self, name: str, values: dict[str, int]) -> list[int] | None:
