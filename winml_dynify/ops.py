@@ -244,14 +244,11 @@ def _gather_elements(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) ->
     return [TInfo(idx.shape, None, None, data.dtype)]
 
 
-@op("Concat")
-def _concat(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
-    parts = [i for i in ins if i is not None]
-    rank = len(parts[0].shape)
-    axis = ctx.attr("axis")
-    axis = axis + rank if axis < 0 else axis
+def concat_shape(ctx: Ctx, parts: list[TInfo], axis: int) -> list[Dim]:
+    """The shape of ``parts`` concatenated along ``axis`` (>= 0): that dim the sum of theirs (its terms
+    kept), every other one equated across them."""
     shape = []
-    for k in range(rank):
+    for k in range(len(parts[0].shape)):
         if k == axis:
             terms = tuple(p.shape[k] for p in parts)
             shape.append(Dim(tuple(sum(t.vals[i] for t in terms) for i in range(N_POINTS)),
@@ -261,6 +258,16 @@ def _concat(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
             for p in parts[1:]:
                 d = ctx.equate(d, p.shape[k])
             shape.append(d)
+    return shape
+
+
+@op("Concat")
+def _concat(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
+    parts = [i for i in ins if i is not None]
+    rank = len(parts[0].shape)
+    axis = ctx.attr("axis")
+    axis = axis + rank if axis < 0 else axis
+    shape = concat_shape(ctx, parts, axis)
     vals, origins = None, None
     pts = _points(parts)
     if pts is not None:

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from .context import Ctx, TInfo
 from .dims import N_POINTS, Dim, const
-from .ops import _broadcast_shapes, _conv_out, _gemm, _matmul_shape, _with_value, op
+from .ops import _broadcast_shapes, _conv_out, _gemm, _matmul_shape, _with_value, concat_shape, op
 
 MS, NCHWC = "com.microsoft", "com.microsoft.nchwc"
 Ins = list[TInfo | None]
@@ -270,17 +270,7 @@ def _qlinear_concat(ctx: Ctx, node: onnx.NodeProto, ins: Ins) -> Outs:
     parts = [ins[k] for k in range(2, len(ins), 3)]
     rank = len(parts[0].shape)
     axis = ctx.attr("axis")
-    axis = axis + rank if axis < 0 else axis
-    shape = []
-    for k in range(rank):
-        if k == axis:
-            shape.append(_sum(*[p.shape[k] for p in parts]))
-        else:
-            d = parts[0].shape[k]
-            for p in parts[1:]:
-                d = ctx.equate(d, p.shape[k])
-            shape.append(d)
-    return [TInfo(shape, None, None, parts[0].dtype)]
+    return [TInfo(concat_shape(ctx, parts, axis + rank if axis < 0 else axis), None, None, parts[0].dtype)]
 
 
 @op("QLinearReduceMean", domain=MS)
@@ -346,12 +336,8 @@ def nchwc_block() -> int:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)],
                           ir_version=8)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        return int(sess.run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})[0].shape[1])
+        return int(_plain_session(m).run(None, {"x": np.zeros((1, 4, 1, 1), np.float32)})[0].shape[1])
     except Exception:  # a build without NCHWc kernels: no graph can use the layout
         return 1
 
@@ -476,6 +462,14 @@ def ort_fallback(ctx: Ctx, node: onnx.NodeProto, ins: Ins) -> Outs:
     return outs
 
 
+def _plain_session(m: onnx.ModelProto) -> ort.InferenceSession:
+    """A quiet CPU session of ``m`` with no graph optimisation (the node as written)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def _run_alone(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: int) -> list | None:
     """Per output: (shape, element type, integer value when small) of ``node`` run alone; None on failure."""
     inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
@@ -484,12 +478,8 @@ def _run_alone(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opset: int) -
     g = helper.make_graph([node], "probe", inputs, outs)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(node.domain, 1)],
                           ir_version=8)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 4
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        got = sess.run(None, feeds)
+        got = _plain_session(m).run(None, feeds)
     except Exception:  # onnxruntime cannot run it alone here: leave the outputs unknown
         return None
     res = iter(got)
