@@ -27,9 +27,6 @@ KNOWN_REFUSED = {
     "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
     "mobilevitv2_hw",  # the last stage's [.., 4, 2] patch split: which factor is the fixed patch is ambiguous
-    # opset-14 OPT: the causal mask is built by a ScatterND whose computed index tuples bake batch 1;
-    # verification finds the rewrite wrong per sample, nothing is written
-    "opt_opset14",
 }
 
 
@@ -96,7 +93,7 @@ def _subset(case, batch: bool):
 
 SUBSETS = [(c, batch) for c in CASES for batch in (True, False)
            if len(c["axes"]) > len(_subset(c, batch)[0]) > 0 and _subset(c, batch)[1]]
-KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED} | {("opt_opset14", True)}
+KNOWN_SUBSET_REFUSED = {(name, False) for name in KNOWN_REFUSED}
 
 
 @pytest.mark.parametrize("case,batch", SUBSETS,

@@ -534,3 +534,28 @@ def test_shape_arithmetic_that_reads_a_symbol_stays(rng):
     assert any(n.op_type == "Shape" for n in res.model.graph.node)
     x = rng.standard_normal((5, 8, 4)).astype(np.float32)
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(5, 4, 2, 4))
+
+
+def test_a_meshgrid_scatter_at_batch_1_gets_its_batch_index_back(rng):
+    """``mask[b, h, i, j] = m[b, j]`` traced at batch 1 (OPT's opset-14 mask): the index components are
+    folded meshgrid aranges, the batch one to a single 0, and the data is ``expand(1, 1, 4, 4)``. The scatter
+    covers the whole data, so the data follows the grid's batch and the batch component becomes arange(batch)."""
+    grid = np.array([1, 1, 4, 4], np.int64)
+    comps = [np.zeros((1, 1, 1, 1), np.int64), np.zeros((1, 1, 1), np.int64),
+             np.arange(4, dtype=np.int64).reshape(4, 1), np.arange(4, dtype=np.int64)]
+    nodes = [helper.make_node("Reshape", ["m", "t4"], ["m4"]),
+             helper.make_node("Expand", ["m4", "grid"], ["upd"]),
+             helper.make_node("Expand", ["zeros", "grid"], ["data"])]
+    inits = {"t4": np.array([1, 1, 1, 4], np.int64), "grid": grid, "last": np.array([-1], np.int64),
+             "zeros": np.zeros((1, 1, 4, 4), np.float32)}
+    for k, c in enumerate(comps):
+        inits[f"c{k}"] = c
+        nodes += [helper.make_node("Expand", [f"c{k}", "grid"], [f"e{k}"]),
+                  helper.make_node("Unsqueeze", [f"e{k}", "last"], [f"u{k}"])]
+    nodes += [helper.make_node("Concat", [f"u{k}" for k in range(4)], ["idx"], axis=-1),
+              helper.make_node("ScatterND", ["data", "idx", "upd"], ["y"])]
+    m = make_model(nodes, [tensor("m", [1, 4])], [tensor("y", [1, 1, 4, 4])], inits)
+    res = dynify(m, ["m:0=batch"])
+    assert res.verified
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"m": x})[0], np.broadcast_to(x[:, None, None, :], (3, 1, 4, 4)))

@@ -131,8 +131,10 @@ class Ctx:
         return self.fits[vals]
 
     def bind(self, origin: Origin, vals: Vals, kind: str = "follow") -> None:
+        """Bind ``origin`` to ``vals``; an index reading (``arange``, ...) refines a plain follow of the same
+        size (a broadcast zero that a scatter shows to be ``arange(batch)``), never the reverse."""
         old = self.bindings.get(origin) or self.new_bindings.get(origin)
-        if old is None:
+        if old is None or (old.kind == "follow" and kind != "follow" and old.vals == vals):
             self.new_bindings[origin] = Binding(vals, self.node.name if self.node else "", kind)
         elif old.vals != vals:
             self.conflict(f"{origin.describe()} must be both {self.name(old.vals)} and {self.name(vals)}")

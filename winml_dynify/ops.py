@@ -380,6 +380,8 @@ def _expand(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TIn
             out.append(i)
         elif i is None:
             out.append(t)
+        elif t.static and t.s0 == 1 and i.static and i.s0 == 1 and i.origin is None and t.origin is not None:
+            out.append(t)  # 1 to 1: the target's entry is what can follow a symbol (expand(bsz, ...) at bsz 1)
         elif t.static and t.origin is not None and t.origin not in ctx.bindings and (t.s0 == 1 or t.s0 == i.s0):
             out.append(i)  # the target repeats (or broadcasts to) the input's own dim
         else:
