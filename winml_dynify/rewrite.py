@@ -200,7 +200,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     uppers: list[tuple[Vals, int, str]] = []
     sizes = graph_sizes(an.infos, symbols)
     lengths_at_1 = {sp.symbol for sp in specs if sp.axis != 0 and symbols[sp.symbol].static == 1}
-    for cname in [] if lengths_at_1 else _lone_positions(consts, consumers, bound, tables):
+    for cname in [] if lengths_at_1 else _lone_positions(graph, consts, consumers, bound, tables):
         bound[cname] = {}  # a decode step's one position: tried as a shifted range of one element
     for cname, axes in bound.items():
         lazy, dtype = consts[cname]
@@ -268,13 +268,16 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
 _COMPARISONS = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
 
 
-def _lone_positions(consts, consumers, bound, tables) -> list[str]:
+def _lone_positions(graph: onnx.GraphProto, consts, consumers, bound, tables) -> list[str]:
     """Constants of one element, bound to no symbol, that index a table (Gather), are compared (a causal
-    mask's row index) or multiply rotary frequencies (MatMul): a position id folded at a decode step. Not
-    tried when a length symbol was exported at 1: the one position may then stand for ``seq`` of them."""
+    mask's row index) or multiply rotary frequencies (MatMul) in the top-level graph: a position id folded
+    at a decode step (a loop body's bound is the subgraph rules' to judge). Not tried when a length symbol
+    was exported at 1: the one position may then stand for ``seq`` of them."""
+    top = {n.name for n in graph.node}  # unique: every node was named by name_nodes
+
     def positional(n: onnx.NodeProto, k: int) -> bool:
-        return (n.op_type == "Gather" and k == 1 and n.input[0] in tables) or n.op_type in _COMPARISONS \
-            or n.op_type == "MatMul"
+        return n.name in top and ((n.op_type == "Gather" and k == 1 and n.input[0] in tables)
+                                 or n.op_type in _COMPARISONS or n.op_type == "MatMul")
     return [c for c, (lazy, _) in consts.items()
             if c not in bound and lazy.size == 1 and consumers[c] and all(positional(n, k) for n, k in consumers[c])]
 
