@@ -106,3 +106,11 @@ def test_derived_symbols_follow_their_polynomial_and_are_no_basis():
     syms = make_symbols({"past": 8, "seq": 4, "total": 12}, derived={"total": p + s})
     assert syms["total"].vals == evaluate(p + s, syms)
     assert fit(syms["total"].vals, syms) == p + s
+
+
+def test_a_symbol_exported_at_zero_divides_nothing():
+    """An empty axis made symbolic (``axes [0]`` of a Reduce) is a symbol of static value 0: sizes of the
+    other symbols are still read back, and none is taken for a multiple of it."""
+    syms = make_symbols({"n": 3, "e": 0})
+    assert fit(syms["n"].vals, syms) == Poly.symbol("n")
+    assert fit(tuple(2 * v for v in syms["n"].vals), syms) == 2 * Poly.symbol("n")

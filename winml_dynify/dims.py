@@ -346,7 +346,9 @@ def _monomial(vals: Vals, free: tuple[Symbol, ...]) -> Poly | None:
     if any(r == 0 for r in rest):
         return None
     for s in free:
-        while all(rest[p] % s.vals[p] == 0 for p in range(N_POINTS)) and all(s.vals[p] > 1 for p in range(1, N_POINTS)):
+        if s.vals[0] == 0 or any(s.vals[p] <= 1 for p in range(1, N_POINTS)):
+            continue  # a symbol exported at 0 (an empty axis) divides nothing
+        while all(rest[p] % s.vals[p] == 0 for p in range(N_POINTS)):
             rest = [r // s.vals[p] for p, r in enumerate(rest)]
             powers[s.name] = powers.get(s.name, 0) + 1
     if not is_static(tuple(rest)):
