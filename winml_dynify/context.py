@@ -244,6 +244,13 @@ class Ctx:
         src = f" from {d.origin.describe()}" if d.origin else ""
         return f"{self.name(d.vals)}{src}"
 
+    def trace(self, name: str, ops: tuple[str, ...]) -> str:
+        """``name`` followed back through producers of the kinds ``ops`` (their first input): the tensor
+        a chain of Cast, Identity, Expand ... starts from."""
+        while (p := self.producer.get(name)) is not None and p.op_type in ops:
+            name = p.input[0]
+        return name
+
     def run_body(self, nodes: list[onnx.NodeProto]) -> None:
         """Propagate through a control-flow body's nodes (not recorded as run-time dim sources: the outer
         graph cannot read them)."""

@@ -39,7 +39,7 @@ def _meshgrid(ctx: Ctx, name: str, dims: list[int]) -> list[tuple[str, int, int]
     ``c_k`` equal to ``arange(dims[k])`` along grid axis ``k`` (its axes aligned to the grid's from the
     right) and constant along the others: per component, the constant, its axis along grid axis ``k`` and
     that axis' length. None otherwise."""
-    cat = ctx.producer.get(_through(ctx, name, ("Cast", "Identity")))
+    cat = ctx.producer.get(ctx.trace(name, ("Cast", "Identity")))
     rank = len(dims)
     if cat is None or cat.op_type != "Concat" or len(cat.input) != rank or \
             next((a.i for a in cat.attribute if a.name == "axis"), None) not in (-1, rank):
@@ -49,11 +49,13 @@ def _meshgrid(ctx: Ctx, name: str, dims: list[int]) -> list[tuple[str, int, int]
         unsq = ctx.producer.get(part)
         if unsq is None or unsq.op_type != "Unsqueeze":
             return None
-        cname = _through(ctx, unsq.input[0], ("Expand", "Cast", "Identity"))
+        cname = ctx.trace(unsq.input[0], ("Expand", "Cast", "Identity"))
         info = ctx.info(cname)
         arr = None if info is None else info.const
-        axis = k - (rank - (arr.ndim if arr is not None else 0))
-        if arr is None or not 0 <= axis < arr.ndim or arr.shape[axis] != dims[k]:
+        if arr is None:
+            return None
+        axis = k - (rank - arr.ndim)  # Expand aligns the constant's axes with the grid's from the right
+        if not 0 <= axis < arr.ndim or arr.shape[axis] != dims[k]:
             return None
         n = arr.shape[axis]
         line = np.arange(n).reshape([n if a == axis else 1 for a in range(arr.ndim)])
@@ -61,13 +63,6 @@ def _meshgrid(ctx: Ctx, name: str, dims: list[int]) -> list[tuple[str, int, int]
             return None
         out.append((cname, axis, n))
     return out
-
-
-def _through(ctx: Ctx, name: str, ops: tuple[str, ...]) -> str:
-    """``name`` traced back through producers of the kinds ``ops`` (their first input)."""
-    while (p := ctx.producer.get(name)) is not None and p.op_type in ops:
-        name = p.input[0]
-    return name
 
 
 @op("ScatterElements", "Scatter")

@@ -44,23 +44,17 @@ def analysed_shapes(infos: dict[str, TInfo], symbols: dict[str, Symbol]) -> dict
     """The analysis' shapes as value_info dims: a number, the polynomial of the symbols (``batch*seq``,
     ``past + seq``), or for a size that is no polynomial (``floor(h / 8)`` after strided convolutions) a
     name of its own, ``size_1``, ``size_2``, ..., the same wherever the analysis found the same size."""
-    out: dict[str, tuple[int, Dims]] = {}
-    opaque: dict[Vals, str] = {}
+    named: dict[Vals, str] = {}  # each symbolic size once: its polynomial or its own name
     fresh = (f"size_{k}" for k in itertools.count(1) if f"size_{k}" not in symbols)
-    for name, info in infos.items():
-        if info.shape is None:
-            continue
-        dims: Dims = []
-        for d in info.shape:
-            if d.static:
-                dims.append(d.s0)
-                continue
-            p = fit(d.vals, symbols)
-            if p is None and d.vals not in opaque:
-                opaque[d.vals] = next(fresh)
-            dims.append(str(p) if p is not None else opaque[d.vals])
-        out[name] = (info.dtype, dims)
-    return out
+
+    def dim(vals: Vals) -> str:
+        if vals not in named:
+            p = fit(vals, symbols)
+            named[vals] = next(fresh) if p is None else str(p)
+        return named[vals]
+
+    return {name: (info.dtype, [d.s0 if d.static else dim(d.vals) for d in info.shape])
+            for name, info in infos.items() if info.shape is not None}
 
 
 def shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:

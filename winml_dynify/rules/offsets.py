@@ -100,12 +100,8 @@ def _column_bindings(ctx: Ctx, name: str, consts, offset: str, row: Vals, by: st
 
 def _folded_constant(ctx: Ctx, name: str, consts) -> str | None:
     """The constant ``name`` is (through Cast/Identity), if any."""
-    while name not in consts:
-        prod_node = ctx.producer.get(name)
-        if prod_node is None or prod_node.op_type not in ("Cast", "Identity"):
-            return None
-        name = prod_node.input[0]
-    return name
+    name = ctx.trace(name, ("Cast", "Identity"))
+    return name if name in consts else None
 
 
 def _offset_terms(ctx: Ctx, name: str, consts) -> list[tuple[str, Vals]]:
