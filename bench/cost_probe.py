@@ -4,6 +4,9 @@ whole process's, imports included; the times cover the work only).
     python bench/cost_probe.py loadsave  MODEL OUT           onnx.load + onnx.save (weights included; written
                                                              as one external data file if they were external)
     python bench/cost_probe.py graphonly MODEL OUT           onnx.load(load_external_data=False) + onnx.save
+    python bench/cost_probe.py graphcopy MODEL OUT           the same, plus a copy of every external data
+                                                             file beside OUT (the floor for an output that
+                                                             owns its weights)
     python bench/cost_probe.py dynify    MODEL OUT AXIS...   winml-dynify MODEL --axis AXIS... -o OUT --no-check
     python bench/cost_probe.py verify    MODEL OUT AXIS...   the same with verification
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 
@@ -27,9 +31,15 @@ def main() -> None:
         sys.argv = ["winml-dynify", model, *[f"--axis={a}" for a in axes], "-o", out, "-q"]
         sys.argv += ["--no-check"] if mode == "dynify" else []
     t0, c0 = time.perf_counter(), time.process_time()
-    if mode in ("loadsave", "graphonly"):
+    if mode in ("loadsave", "graphonly", "graphcopy"):
         m = onnx.load(model, load_external_data=False)
         external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+        if mode == "graphcopy":
+            src, dst = os.path.dirname(os.path.abspath(model)), os.path.dirname(os.path.abspath(out))
+            files = {e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"}
+            for f in files:
+                os.makedirs(os.path.dirname(os.path.join(dst, f)) or dst, exist_ok=True)
+                shutil.copyfile(os.path.join(src, f), os.path.join(dst, f))
         if mode == "loadsave" and external:
             onnx.load_external_data_for_model(m, os.path.dirname(os.path.abspath(model)))
         onnx.save(m, out, save_as_external_data=mode == "loadsave" and external,

@@ -91,7 +91,7 @@ def test_verifier_never_reports_its_own_output_as_ground_truth():
     """With the rewritten model passed as 'original', a shape beyond the export is still unverified."""
     res = dynify(BERT, AXES)
     v = Verifier(onnx.load(BERT), res.model, res.axes, res.outputs)
-    check = v._check({"batch": 1, "seq": 40}, "disabled")
+    [check] = v.run([{"batch": 1, "seq": 40}], ["disabled"], []).checks
     assert check.status == "unverified"
 
 

@@ -108,8 +108,13 @@ def test_check_shapes_stay_inside_range_and_multiple():
 def test_report_has_per_phase_timings(rng):
     res = dynify(_one_hot_bytes(rng), ["ids:0=batch"])
     timings = res.report.as_dict()["timings"]
-    assert set(timings) == {"setup", "role probes", "checks", "references"}
+    assert set(timings) == {"setup", "role probes", "ground truth", "checks", "references"}
     assert all(v >= 0 for v in timings.values())
+    memory = res.report.as_dict()["memory"]
+    assert memory["models_held_at_once"] == 1 and memory["peak_rss_mb"] > 0
+    # the weights of the rewritten model as it is held: the 256x32 projection, the norm's 2x32 (+ headers)
+    held = memory["weights"]["rewritten"]
+    assert held["external_bytes"] == 0 and 0 <= held["inline_bytes"] - 4 * (256 * 32 + 64) < 1024
 
 
 def test_float16_tolerance_still_catches_a_wrong_rewrite(monkeypatch):
@@ -131,3 +136,33 @@ def test_float16_tolerance_still_catches_a_wrong_rewrite(monkeypatch):
     monkeypatch.setattr(constants, "_affine", shifted)
     res = dynify(model, axes)
     assert {c.status for c in res.report.checks if c.oracle in ("original", "padding")} >= {"failed"}
+
+
+def test_onnxruntime_holds_one_model_at_a_time(rng, monkeypatch):
+    """The original's ground truth is computed first and its session released; then the rewritten model
+    runs level by level: no two check sessions are ever alive together, and the original never runs at
+    level *all* during the checks (its outputs with optimisations disabled serve every level)."""
+    import weakref
+
+    import winml_dynify.verify.oracles as oracles
+
+    live: set[int] = set()
+    most, built = 0, []
+    real = oracles._session
+
+    def tracked(model_bytes, level, provider, data_dir=None):
+        nonlocal most
+        sess = real(model_bytes, level, provider, data_dir)
+        key = id(sess)
+        live.add(key)
+        most = max(most, len(live))
+        built.append(level)
+        weakref.finalize(sess, live.discard, key)
+        return sess
+
+    monkeypatch.setattr(oracles, "_session", tracked)
+    res = dynify(_one_hot_bytes(rng), ["ids:0=batch", "ids:1=seq"])
+    assert res.verified and len(res.report.checks) > 4
+    assert most == 1
+    # original: disabled (role probes, truth) and all (its noise, once); rewritten: one per level
+    assert sorted(built) == ["all", "all", "disabled", "disabled"]

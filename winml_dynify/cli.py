@@ -108,6 +108,13 @@ def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool 
         echo(f"  {counts['passed']} passed, {counts['failed']} failed, {counts['unverified']} unverified"
              + (" (no oracle covers them, or they lie outside the valid range: see their notes)"
                 if counts["unverified"] else ""))
+        mem = res.report.memory
+        if mem:
+            w = mem["weights"]["rewritten"]
+            size = (w["inline_bytes"] + w["external_bytes"]) / 2**20
+            echo(f"  memory: onnxruntime held one model at a time ({size:.3g} MB of weights"
+                 f"{', external data read from its folder' if w['external_bytes'] else ''})"
+                 + (f"; peak RSS {mem['peak_rss_mb']:.0f} MB" if mem["peak_rss_mb"] is not None else ""))
     for n in res.notes:
         echo(f"note: {n}")
     if out is not None:

@@ -206,6 +206,17 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _tensors(g)
 
 
+def weight_bytes(model: onnx.ModelProto) -> tuple[int, int]:
+    """Bytes of ``model``'s weights: (held in the graph, in external data files)."""
+    inline = external = 0
+    for t in _tensors(model.graph):
+        if _is_external(t):
+            external += _nbytes(t)
+        else:
+            inline += t.ByteSize()
+    return inline, external
+
+
 def _is_external(t: onnx.TensorProto) -> bool:
     return t.data_location == onnx.TensorProto.EXTERNAL
 

@@ -1,8 +1,13 @@
 """The oracles: ground truth for the rewritten model from the original model (per sample, padded,
-prefixed) or a reference export, with sessions built once per optimisation level."""
+prefixed) or a reference export.
+
+The original runs first, once per check shape and with optimisations disabled; its session is then
+released and the rewritten model runs at each optimisation level in turn, so onnxruntime holds one model
+at a time and the original's outputs serve every level."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -10,6 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from ..dims import parse
+from ..io import weight_bytes
 from ..rewrite import SymbolRange
 from ..spec import AxisSpec
 from .feeds import InputSpec, inputs, make_feeds, settle_float_domain
@@ -61,6 +67,15 @@ def _session(model_bytes: bytes, level: str, provider: str, data_dir: str | None
     return ort.InferenceSession(model_bytes, so, providers=[provider])
 
 
+def _peak_rss_mb() -> float | None:
+    """The process's peak resident memory in MB (None where ``resource`` is missing, as on Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 class Verifier:
     """Runs the oracles for one (original, rewritten) pair."""
 
@@ -68,8 +83,8 @@ class Verifier:
                  outputs: dict[str, list[int | str | None]], provider: str = "CPUExecutionProvider", seed: int = 0,
                  ranges: dict[str, SymbolRange] | None = None, data_dir: str | None = None):
         self.data_dir = data_dir
-        self.orig_bytes = original.SerializeToString()
-        self.new_bytes = rewritten.SerializeToString()
+        self._models = {"original": original, "rewritten": rewritten}
+        self._bytes: dict[str, bytes] = {}  # serialised on first use, dropped when no session needs it
         t0 = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.inputs = inputs(original, specs)
@@ -87,7 +102,7 @@ class Verifier:
             if r.equals is not None and s in self.roles:
                 self.roles[s] = "derived"
         self.float_inputs = settle_float_domain(self.inputs, self.statics, self._run_original, seed)
-        self.tols = self._tolerances(precision(original))
+        self.precision = precision(original)
         self.timings["setup"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self._settle_batch_roles()
@@ -97,19 +112,26 @@ class Verifier:
     def _run_original(self, feeds: dict[str, np.ndarray], level: str = "disabled") -> list[np.ndarray]:
         return self.session("original", level).run(self.out_names, feeds)
 
-    def _tolerances(self, prec: str) -> dict[str, dict[str, Tol]]:
+    def _tolerances(self, prec: str, levels: list[str], plain: list[np.ndarray] | None = None
+                    ) -> dict[str, dict[str, Tol]]:
         """Per optimisation level and output, from the compute precision; at level *all* also from the
         original's own noise (its outputs with optimisations disabled against all enabled, on the same
         check inputs at the exported shape): the optimiser may fuse the rewritten graph differently. With
-        optimisations disabled both graphs run node by node, and the precision alone applies."""
-        feeds = make_feeds(self.inputs, dict(self.statics), np.random.default_rng(self.seed))
-        plain = self._run_original(feeds)
-        try:
-            nz = noise(plain, self._run_original(feeds, "all"))
-        except Exception:  # the optimised original does not run: no noise measured, the precision alone
-            nz = [0.0] * len(plain)
-        return {"disabled": tolerances(prec, self.out_names, plain, [0.0] * len(plain)),
-                "all": tolerances(prec, self.out_names, plain, nz)}
+        optimisations disabled both graphs run node by node, and the precision alone applies. Run after
+        the ground truth, so the original's optimised session is built alone and released at once.
+        ``plain``: the original's outputs on those inputs, when the ground truth already has them."""
+        feeds = self._feeds(dict(self.statics))
+        plain = plain if plain is not None else self._run_original(feeds)
+        tols = {"disabled": tolerances(prec, self.out_names, plain, [0.0] * len(plain))}
+        if "all" in levels:
+            self._release("original", "disabled")
+            try:
+                nz = noise(plain, self._run_original(feeds, "all"))
+            except Exception:  # the optimised original does not run: no noise measured, the precision alone
+                nz = [0.0] * len(plain)
+            self._release("original", "all")
+            tols["all"] = tolerances(prec, self.out_names, plain, nz)
+        return tols
 
     def _settle_batch_roles(self) -> None:
         """A symbol exported at a size > 1 is a batch only if the original proves its samples independent:
@@ -178,22 +200,39 @@ class Verifier:
     def session(self, which: str, level: str) -> ort.InferenceSession:
         key = (which, level)
         if key not in self._sessions:
-            self._sessions[key] = _session(self.orig_bytes if which == "original" else self.new_bytes, level,
-                                           self.provider, self.data_dir)
+            if which not in self._bytes:
+                self._bytes[which] = self._models[which].SerializeToString()
+            self._sessions[key] = _session(self._bytes[which], level, self.provider, self.data_dir)
         return self._sessions[key]
+
+    def _release(self, which: str, level: str | None = None, keep_bytes: bool = True) -> None:
+        """Drop ``which``'s session at ``level`` (every level when None), and its serialised bytes unless
+        ``keep_bytes``."""
+        for key in [k for k in self._sessions if k[0] == which and level in (None, k[1])]:
+            del self._sessions[key]
+        if not keep_bytes:
+            self._bytes.pop(which, None)
 
     def run(self, shapes: list[dict[str, int]], levels: list[str], references: list[str],
             progress=None) -> VerifyReport:
-        """Every shape, then every reference, one optimisation level after the other: a level's sessions
-        (the original's and the rewritten model's) are released before the next level's are built, so at
-        most two models are held by onnxruntime at a time."""
+        """The original's ground truth for every shape first (then its session and bytes are released),
+        then the rewritten model at one optimisation level after the other, each level's session released
+        before the next is built, and the references last."""
         report = VerifyReport(provider=self.provider, float_inputs=self.float_inputs)
+        total, done = (len(shapes) + len(references)) * len(levels), 0
+        t0 = time.perf_counter()
+        truths = [self._ground_truth(values, self._feeds(values)) for values in shapes]
+        exported = next((t for v, (o, t, _) in zip(shapes, truths, strict=True) if o == "original" and t
+                         and v == self.statics), None)
+        self.tols = self._tolerances(self.precision, levels, exported and [exported[n] for n in self.out_names])
+        self._release("original", keep_bytes=False)
         report.tolerances = {lv: {k: {"rtol": t.rtol, "atol": t.atol, "why": t.why} for k, t in tols.items()}
                              for lv, tols in self.tols.items()}
-        total, done = (len(shapes) + len(references)) * len(levels), 0
-        spent = {"checks": 0.0, "references": 0.0}
-        for level in levels:
-            for kind, items, check in (("checks", shapes, self._check), ("references", references, self._reference)):
+        spent = {"ground truth": time.perf_counter() - t0, "checks": 0.0, "references": 0.0}
+        for i, level in enumerate(levels):
+            last = i == len(levels) - 1
+            for kind, items, check in (("checks", list(zip(shapes, truths, strict=True)), self._check),
+                                       ("references", references, self._reference)):
                 t0 = time.perf_counter()
                 for item in items:
                     report.checks.append(check(item, level))
@@ -201,10 +240,21 @@ class Verifier:
                     if progress:
                         progress(done, total)
                 spent[kind] += time.perf_counter() - t0
-            for key in [k for k in self._sessions if k[1] == level]:
-                del self._sessions[key]
+            self._release("rewritten", level, keep_bytes=not last)
         report.timings = {**self.timings, **spent}
+        report.memory = self._memory()
         return report
+
+    def _memory(self) -> dict:
+        """What the checks held: one model at a time in onnxruntime (the original, then the rewritten
+        model), the weights each brings, and the peak resident memory of this process so far."""
+        held = {w: dict(zip(("inline_bytes", "external_bytes"), weight_bytes(m), strict=True))
+                for w, m in self._models.items()}
+        return {"models_held_at_once": 1, "weights": held, "peak_rss_mb": _peak_rss_mb()}
+
+    def _feeds(self, values: dict[str, int]) -> dict[str, np.ndarray]:
+        """The check inputs at ``values``: the same on every call, so both models see them."""
+        return make_feeds(self.inputs, values, np.random.default_rng([self.seed, *values.values()]))
 
     def _expected_shape(self, name: str, values: dict[str, int]) -> list[int] | None:
         dims = self.outputs.get(name)
@@ -220,10 +270,12 @@ class Verifier:
                 out.append(parse(d).evaluate(values))
         return out
 
-    def _check(self, values: dict[str, int], level: str) -> Check:
+    def _check(self, item: tuple[dict[str, int], tuple], level: str) -> Check:
+        """The rewritten model at one shape and level against the original's outputs ``item[1]``
+        (oracle, truth, note) computed beforehand."""
         t0 = time.perf_counter()
-        rng = np.random.default_rng([self.seed, *values.values()])
-        feeds = make_feeds(self.inputs, values, rng)
+        values, (oracle, truth, note) = item
+        feeds = self._feeds(values)
         try:
             got = self.session("rewritten", level).run(self.out_names, feeds)
         except Exception as e:  # onnxruntime raises many types; any failure is a failed check
@@ -234,7 +286,6 @@ class Verifier:
             if exp is not None and list(arr.shape) != exp:
                 return Check("runs", values, level, "failed", seconds=time.perf_counter() - t0,
                              note=f"output {name} has shape {list(arr.shape)}, declared {exp}")
-        oracle, truth, note = self._ground_truth(values, feeds, level)
         if truth is None:
             bad = [n for n, a in zip(self.out_names, got, strict=True)
                    if a.dtype.kind == "f" and not np.isfinite(a).all()]
@@ -285,8 +336,9 @@ class Verifier:
         return Check(oracle, values, level, "passed" if ok else "failed", worst_abs, worst_rel,
                      time.perf_counter() - t0, "; ".join(notes))
 
-    def _ground_truth(self, values: dict[str, int], feeds: dict[str, np.ndarray], level: str):
-        """Outputs the original model gives for these feeds, by batching groups and padding sequences."""
+    def _ground_truth(self, values: dict[str, int], feeds: dict[str, np.ndarray]):
+        """(oracle, outputs, note): what the original model gives for these feeds, by batching groups and
+        padding sequences, with optimisations disabled (outputs None when no oracle applies)."""
         batch = [s for s, r in self.roles.items() if r == "batch"]
         seq = [s for s, r in self.roles.items() if r in ("seq", "prefix")]
         other = [s for s, r in self.roles.items() if r == "other" and values[s] != self.statics[s]]
@@ -303,7 +355,7 @@ class Verifier:
         oracle = ("prefix" if any(self.roles[s] == "prefix" for s in moved_s) else "padding") if moved_s \
             else "per-sample" if moved_b else "original"
         if oracle == "original":
-            out = self.session("original", level).run(self.out_names, feeds)
+            out = self._run_original(feeds)
             return oracle, dict(zip(self.out_names, out, strict=True)), ""
         n_b = values[batch[0]] if batch else 1
         k_b = self.statics[batch[0]] if batch else 1
@@ -321,7 +373,7 @@ class Verifier:
                         pad[ax] = (0, self.statics[s] - values[s])
                         a = np.pad(a, pad)
                 static_feeds[inp.name] = a
-            out = self.session("original", level).run(self.out_names, static_feeds)
+            out = self._run_original(static_feeds)
             groups.append((out, min(k_b, n_b - g)))
         truth: dict[str, np.ndarray] = {}
         for j, name in enumerate(self.out_names):

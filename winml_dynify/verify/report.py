@@ -24,6 +24,7 @@ class VerifyReport:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     tolerances: dict[str, dict] = field(default_factory=dict)  # per level and output: rtol, atol and why
     float_inputs: str = ""  # the distribution float check inputs were drawn from
+    memory: dict = field(default_factory=dict)  # what the checks hold, and the process's peak RSS
 
     @property
     def ok(self) -> bool:
@@ -32,4 +33,4 @@ class VerifyReport:
     def as_dict(self) -> dict:
         return {"provider": self.provider, "ok": self.ok, "checks": [asdict(c) for c in self.checks],
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}, "tolerances": self.tolerances,
-                "float_inputs": self.float_inputs}
+                "float_inputs": self.float_inputs, "memory": self.memory}
