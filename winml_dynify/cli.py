@@ -231,7 +231,7 @@ def main_command(
         res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
                      references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
                      expect_outputs=declared, inplace=side is None,
-                     data_dir=model.parent)
+                     data_dir=model.parent, source=model)
         failed = res.report is not None and not res.report.ok
         written = side_written = None
         if not plan and (not failed or keep_failed):
