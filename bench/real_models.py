@@ -121,6 +121,9 @@ def _export(wrap: torch.nn.Module, specs: list[dict], outs: list[str], dims: dic
         axes.update({o: {0: "batch"} for o in outs})
     kwargs = {"dynamo": True, "opset_version": 18, "external_data": True} if dynamo else \
         {"dynamo": False, "opset_version": 17, "do_constant_folding": True}
+    if dynamo and axes:  # torch.export takes dynamic_shapes (one entry: the wrapper takes *args)
+        kwargs["dynamic_shapes"] = (tuple({k: torch.export.Dim.DYNAMIC for k in axes[s["name"]]} for s in specs),)
+        axes = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrap, tuple(torch.from_numpy(feeds[s["name"]]) for s in specs), str(path),

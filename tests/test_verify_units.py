@@ -108,8 +108,10 @@ def test_check_shapes_stay_inside_range_and_multiple():
 def test_report_has_per_phase_timings(rng):
     res = dynify(_one_hot_bytes(rng), ["ids:0=batch"])
     timings = res.report.as_dict()["timings"]
-    assert set(timings) == {"setup", "role probes", "ground truth", "checks", "references"}
+    phases = {"setup", "role probes", "ground truth", "checks", "references"}
+    assert set(timings) == phases | {"of which session builds"}
     assert all(v >= 0 for v in timings.values())
+    assert 0 < timings["of which session builds"] <= sum(timings[p] for p in phases)
     memory = res.report.as_dict()["memory"]
     assert memory["models_held_at_once"] == 1 and memory["peak_rss_mb"] > 0
     # the weights of the rewritten model as it is held: the 256x32 projection, the norm's 2x32 (+ headers)
