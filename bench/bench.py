@@ -10,9 +10,10 @@ Fast mode (the default, a few minutes): tiny fixtures and a 10k-node graph. ``--
 ``BENCH_FULL=1``) adds real-size random-weight models exported by ``bench/real_models.py`` (BERT-base,
 GPT-2 small, a Llama-shaped decoder, T5-small encoder, ViT-base, Swin-tiny), a 2.7 GB Llama-shaped
 decoder with external data generated without torch (``synthetic.llama_external``), the 100k- and
-1M-node graphs, and BERT-base's verification time. The
-exports need torch and transformers: the interpreter of ``BENCH_TORCH_PYTHON`` (default
-``.venv-fixtures/bin/python``, the ``make fixtures`` venv); without one these parts are skipped, and said.
+1M-node graphs, BERT-base's verification time, and ``dynamic_axes`` re-exports of the tiny fixtures (the
+tiny table's re-export column, also in fast mode once they are in ``BENCH_CACHE``). The exports need
+torch and transformers: the interpreter of ``BENCH_TORCH_PYTHON`` (default ``.venv-fixtures/bin/python``,
+the ``make fixtures`` venv); without one these parts are skipped, and said.
 
     python bench/bench.py [--full] [--cases bert_tiny,gpt2] [--real bert_base] [--graphs 10000] [--runs 200]
     make bench                  (fast)
@@ -122,7 +123,8 @@ def tiny_latency(names: list[str], runs: int) -> tuple[list[dict], list[dict]]:
         case = cases[name]
         res = dynify(ROOT / "fixtures" / case["model"], case["axes"], verify=False)
         dyn = res.model.SerializeToString()
-        rows += latency_case(name, ROOT / "fixtures", case, dyn, runs, 20)
+        rex = CACHE / "tiny" / f"{name}_dynamic.onnx"  # made by real_models.py --tiny (full mode)
+        rows += latency_case(name, ROOT / "fixtures", case, dyn, runs, 20, str(rex) if rex.is_file() else None)
         nodes.append(node_row(name, str(ROOT / "fixtures" / case["model"]), dyn))
     return rows, nodes
 
@@ -178,11 +180,14 @@ def torch_python() -> str | None:
     return exe if ok else None
 
 
-def real_models(big: bool) -> list[dict] | str:
+def real_models(big: bool, tiny: list[str]) -> list[dict] | str:
+    """Export the real-size models (and the ``dynamic_axes`` re-exports of the ``tiny`` fixtures) into
+    ``CACHE`` with torch; their cases, or why they were skipped."""
     exe = torch_python()
     if exe is None:
         return "skipped: torch and transformers are not importable (set BENCH_TORCH_PYTHON or run make fixtures)"
-    cmd = [exe, str(ROOT / "bench" / "real_models.py"), str(CACHE)] + (["--big"] if big else [])
+    cmd = [exe, str(ROOT / "bench" / "real_models.py"), str(CACHE), "--tiny", ",".join(tiny)] + \
+        (["--big"] if big else [])
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return f"skipped: the export failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:200]}"
@@ -286,6 +291,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, {os.cpu_count()} cores, one intra-op thread, "
           f"{'full' if args.full else 'fast'} mode")
+    cases = real_models(big=False, tiny=args.cases.split(",") if args.cases else []) if args.full else None
     if args.cases:
         rows, nodes = tiny_latency(args.cases.split(","), args.runs)
         print("\n## Latency, tiny fixtures\n")
@@ -302,7 +308,6 @@ def main() -> None:
     print("\n## A 2.7 GB Llama-shaped decoder with external data (one file per tensor)\n")
     big = llama_external(CACHE / "llama_external")
     print_cost(cost_rows("llama_external", big, ["input_ids:0=batch", "input_ids:1=seq"], external=True))
-    cases = real_models(big=False)
     if isinstance(cases, str):
         print(f"\nreal-size models: {cases}")
         return

@@ -8,7 +8,9 @@ that already exists is kept (delete the directory to re-export).
     /work/venv-fixtures/bin/python bench/real_models.py OUT_DIR [--only bert_base,gpt2] [--big]
 
 ``--big`` also exports the > 2 GB Llama-shaped decoder (hidden 2048, 12 layers), its weights in one
-external data file. Needs torch and transformers (the ``fixtures`` extra).
+external data file. ``--tiny NAMES`` exports ``dynamic_axes`` re-exports of committed tiny fixtures into
+``OUT_DIR/tiny/<name>_dynamic.onnx``, each checked against the fixture's S0 model and references (same
+weights). Needs torch and transformers (the ``fixtures`` extra).
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "fixtures"))
-from make_fixtures import HFWrapper, export, ids_spec, image_spec, make_inputs, mask_spec, perturb_constant_parameters  # noqa: E402
+from make_fixtures import (  # noqa: E402
+    CASES_BY_NAME,
+    HFWrapper,
+    check_dynamic_export,
+    export,
+    ids_spec,
+    image_spec,
+    make_inputs,
+    mask_spec,
+    perturb_constant_parameters,
+)
 
 TEXT_SHAPES = [{"batch": 1, "seq": 128}, {"batch": 4, "seq": 128}, {"batch": 1, "seq": 32}]
 IMAGE_SHAPES = [{"batch": 1}, {"batch": 4}, {"batch": 2}]
@@ -157,7 +169,18 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--only", default="")
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--tiny", default="", help="committed fixtures to re-export with dynamic_axes")
     args = ap.parse_args()
+    for name in filter(None, args.tiny.split(",")):
+        (args.out / "tiny").mkdir(parents=True, exist_ok=True)
+        try:
+            worst = check_dynamic_export(CASES_BY_NAME[name], args.out / "tiny")
+            print(f"re-exported {name}: max abs diff {worst:.2g} against its fixture's static exports", flush=True)
+        except Exception as e:  # one failure skips that fixture only (the bench then shows no re-export)
+            (args.out / "tiny" / f"{name}_dynamic.onnx").unlink(missing_ok=True)
+            print(f"re-export of {name} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
+    if args.tiny and not args.only:
+        return
     only = set(filter(None, args.only.split(",")))
     todo = {k: v for k, v in MODELS.items() if not only or k in only}
     if args.big:
