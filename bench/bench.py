@@ -254,9 +254,9 @@ def print_synthetic(rows: list[dict]) -> None:
             print(f"| {r['nodes']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_mb']:.0f} |")
 
 
-def real_size(cases: list[dict], names: set[str], costs: bool = True) -> None:
-    """Latency, nodes and rewrite cost of the exported real-size models (``names``: all when empty),
-    printed model by model."""
+def real_size(cases: list[dict], names: set[str], costs: bool = True, runs: int = 10) -> None:
+    """Latency (median of ``runs`` interleaved runs), nodes and rewrite cost of the exported real-size
+    models (``names``: all when empty), printed model by model."""
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         for case in cases:
             if names and case["name"] not in names:
@@ -267,8 +267,8 @@ def real_size(cases: list[dict], names: set[str], costs: bool = True) -> None:
             if "error" in made:
                 print(f"\n{case['name']}: not dynified: {made['error']}")
                 continue
-            print(f"\n### {case['name']} (median of 10 interleaved runs)\n")
-            print_latency(latency_case(case["name"], CACHE, case, str(out), 10, 2, case.get("reexport")))
+            print(f"\n### {case['name']} (median of {runs} interleaved runs)\n")
+            print_latency(latency_case(case["name"], CACHE, case, str(out), runs, 2, case.get("reexport")))
             print()
             print_nodes([node_row(case["name"], str(model), str(out))])
             if costs and case["name"] == "bert_base":
@@ -288,6 +288,7 @@ def main() -> None:
     ap.add_argument("--graphs", default="", help="node counts of the generated graphs (default 10k; "
                     "with --full 10k, 100k, 1M)")
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--real-runs", type=int, default=20, help="runs per shape of the real-size models")
     args = ap.parse_args()
     print(f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, {os.cpu_count()} cores, one intra-op thread, "
           f"{'full' if args.full else 'fast'} mode")
@@ -312,7 +313,7 @@ def main() -> None:
         print(f"\nreal-size models: {cases}")
         return
     print("\n## Real-size random-weight models")
-    real_size(cases, set(filter(None, args.real.split(","))))
+    real_size(cases, set(filter(None, args.real.split(","))), runs=args.real_runs)
 
 
 if __name__ == "__main__":
