@@ -23,6 +23,16 @@ import time
 import onnx
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM, which exec resets (``ru_maxrss`` keeps the parent's peak when that
+    was higher: a probe started by a bench holding big sessions would report the bench's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     mode, model, out, *axes = sys.argv[1:]
     if mode in ("dynify", "verify"):
@@ -51,7 +61,7 @@ def main() -> None:
             if e.code:
                 raise
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss}))
 
 

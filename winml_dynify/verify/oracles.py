@@ -68,7 +68,13 @@ def _session(model: bytes | str, level: str, provider: str, data_dir: str | None
 
 
 def _peak_rss_mb() -> float | None:
-    """The process's peak resident memory in MB (None where ``resource`` is missing, as on Windows)."""
+    """The process's peak resident memory in MB: VmHWM where /proc has it (exec resets it, unlike
+    ``ru_maxrss``), else ``resource``; None where neither exists (Windows)."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration):
+        pass
     try:
         import resource
     except ImportError:
