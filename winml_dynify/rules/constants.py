@@ -140,14 +140,13 @@ def _relative(arr: np.ndarray, a: int, b: int) -> dict[int, object] | None:
     if arr.shape[b] != n:
         return None
     m = np.moveaxis(arr, (a, b), (0, 1)).reshape(n, n, -1)
-    f: dict[int, object] = {}
-    for i in range(n):
-        for j in range(n):
-            v = m[i, j]
-            if j - i not in f:
-                f[j - i] = v
-            elif not _close(f[j - i], v):
-                return None
+    f: dict[int, np.ndarray] = {}
+    for d in [*range(n), *range(-1, -n, -1)]:  # one diagonal at a time: each must be constant
+        diag = np.diagonal(m, offset=d, axis1=0, axis2=1)  # (other, positions on the diagonal)
+        first = diag[:, :1]
+        if not _close(np.broadcast_to(first, diag.shape), diag):
+            return None
+        f[d] = first[:, 0]
     if m.shape[2] == 1:
         return {d: v[0].item() for d, v in f.items()}
     return {d: tuple(v.tolist()) for d, v in f.items()}
