@@ -15,22 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import sys
 import time
 
 import onnx
 
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS: VmHWM, which exec resets (``ru_maxrss`` keeps the parent's peak when that
-    was higher: a probe started by a bench holding big sessions would report the bench's peak)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from winml_dynify.budget import peak_rss_mb
 
 
 def main() -> None:

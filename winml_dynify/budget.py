@@ -1,8 +1,10 @@
-"""The memory budget of the parity checks: a shape whose check inputs would not fit is never attempted."""
+"""The memory budget of the parity checks: a shape whose check inputs would not fit is never attempted;
+and the process's peak resident memory, which the checks report."""
 
 from __future__ import annotations
 
 import math
+import sys
 
 import onnx
 
@@ -35,3 +37,18 @@ def over_budget(model: onnx.ModelProto, specs: list[AxisSpec], values: dict[str,
         return ""
     return (f"its check inputs would take {need / 2**30:.3g} GiB, above the {budget / 2**30:g} GiB check "
             "budget: not attempted")
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB: VmHWM where /proc has it (exec resets it, unlike
+    ``ru_maxrss``, which keeps a parent's higher peak), else ``resource``; None where neither exists."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration):
+        pass
+    try:
+        import resource
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)

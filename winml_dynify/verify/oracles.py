@@ -7,13 +7,13 @@ at a time and the original's outputs serve every level."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..budget import peak_rss_mb
 from ..dims import parse
 from ..io import weight_bytes
 from ..rewrite import SymbolRange
@@ -67,21 +67,6 @@ def _session(model: bytes | str, level: str, provider: str, data_dir: str | None
     return ort.InferenceSession(model, so, providers=[provider])
 
 
-def _peak_rss_mb() -> float | None:
-    """The process's peak resident memory in MB: VmHWM where /proc has it (exec resets it, unlike
-    ``ru_maxrss``), else ``resource``; None where neither exists (Windows)."""
-    try:
-        with open("/proc/self/status") as f:
-            return round(next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        import resource
-    except ImportError:
-        return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
 class Verifier:
     """Runs the oracles for one (original, rewritten) pair."""
 
@@ -131,7 +116,7 @@ class Verifier:
         optimisations disabled both graphs run node by node, and the precision alone applies. Run after
         the ground truth, so the original's optimised session is built alone and released at once.
         ``plain``: the original's outputs on those inputs, when the ground truth already has them."""
-        feeds = self._feeds(dict(self.statics))
+        feeds = self._feeds(dict(self.statics)) if plain is None or "all" in levels else {}
         plain = plain if plain is not None else self._run_original(feeds)
         tols = {"disabled": tolerances(prec, self.out_names, plain, [0.0] * len(plain))}
         if "all" in levels:
@@ -264,7 +249,7 @@ class Verifier:
         model), the weights each brings, and the peak resident memory of this process so far."""
         held = {w: dict(zip(("inline_bytes", "external_bytes"), weight_bytes(m), strict=True))
                 for w, m in self._models.items()}
-        return {"models_held_at_once": 1, "weights": held, "peak_rss_mb": _peak_rss_mb()}
+        return {"models_held_at_once": 1, "weights": held, "peak_rss_mb": peak_rss_mb()}
 
     def _feeds(self, values: dict[str, int]) -> dict[str, np.ndarray]:
         """The check inputs at ``values``: the same on every call, so both models see them."""
