@@ -20,7 +20,8 @@ from conftest import FIXTURES, make_model, run, tensor
 from onnx import TensorProto, helper, numpy_helper
 
 from winml_dynify import cli, dynify
-from winml_dynify.errors import Interrupted
+from winml_dynify.errors import EXIT_VERIFY_FAILED, Interrupted
+from winml_dynify.verify import oracles
 
 BERT = FIXTURES / "bert_tiny" / "s0_batch1_seq16.onnx"
 TINY = FIXTURES / "bert_tiny_winml" / "s0_batch1_seq16.onnx"
@@ -159,6 +160,28 @@ def test_interrupt_during_save_removes_the_temporary_folder(cli_run, monkeypatch
     assert r.returncode == 130
     assert "interrupted" in r.stderr
     assert listing(tmp_path) == ["model.onnx"]
+
+
+def test_verification_runs_on_the_staged_output_then_moves_it_into_place(cli_run, monkeypatch, tmp_path, bert_copy):
+    built = []
+    real = oracles._session
+    monkeypatch.setattr(oracles, "_session", lambda model, *a, **k: built.append(model) or real(model, *a, **k))
+    out = tmp_path / "o.onnx"
+    r = cli_run(bert_copy, *[x for a in BATCH for x in ("--axis", a)], "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    staged = [Path(m) for m in built if isinstance(m, str) and Path(m) != bert_copy]
+    assert staged and all(m.name == "o.onnx" and m.parent.name.startswith(".o.onnx.") for m in staged)
+    assert listing(tmp_path) == ["model.onnx", "o.onnx"]  # the staging folder is gone
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_failed_verification_writes_nothing_unless_kept(cli_run, monkeypatch, tmp_path, bert_copy, keep):
+    monkeypatch.setattr(oracles, "diff", lambda a, b, tol: (False, 1.0, 1.0))
+    out = tmp_path / "o.onnx"
+    r = cli_run(bert_copy, *[x for a in BATCH for x in ("--axis", a)], "-o", out, "-q", *(["--keep-failed"] * keep))
+    assert r.returncode == EXIT_VERIFY_FAILED and "verification failed" in r.stderr, r.stderr
+    assert listing(tmp_path) == (["model.onnx", "o.onnx"] if keep else ["model.onnx"])
 
 
 def test_sigterm_exits_130_and_writes_nothing(tmp_path, bert_copy):

@@ -63,7 +63,8 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
            seed: int = 0, progress: Callable[[int, int], None] | None = None,
            presets: Sequence[str] = (), expect_outputs: Sequence[OutputAxis] = (),
            inplace: bool = False, data_dir: str | os.PathLike | None = None,
-           source: str | os.PathLike | None = None) -> DynifyResult:
+           source: str | os.PathLike | None = None,
+           stage: Callable[[onnx.ModelProto], str | os.PathLike] | None = None) -> DynifyResult:
     """Make ``axes`` of ``model`` symbolic, rewrite what depended on them and check parity.
 
     ``presets`` (``"batch"``, ``"seq"``, ``"image"``) add the axes :mod:`winml_dynify.presets` selects;
@@ -77,17 +78,19 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     the original, so it always rewrites a copy. ``data_dir`` is the folder of the external data files of
     a model read without its weights (``io.read(path, weights=False)``; save the result with ``io.save``).
     ``source`` is the file a ModelProto ``model`` was read from, unchanged: verification builds the
-    original's onnxruntime sessions from it.
+    original's onnxruntime sessions from it. ``stage`` writes the rewritten model to a file before it is
+    verified and returns the path (e.g. ``io.Staged.write``): the rewritten model's sessions are then built
+    from that file, and the model is serialised once for both (the CLI stages its output so).
     """
     if not isinstance(model, onnx.ModelProto):
         source = model
     with io.external_dir(data_dir):
         return _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
-                       expect_outputs, inplace, data_dir, None if source is None else str(source))
+                       expect_outputs, inplace, data_dir, None if source is None else str(source), stage)
 
 
 def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
-            expect_outputs, inplace, data_dir, source) -> DynifyResult:
+            expect_outputs, inplace, data_dir, source, stage) -> DynifyResult:
     owned = inplace or not isinstance(model, onnx.ModelProto)
     original = model if isinstance(model, onnx.ModelProto) else io.load(model)
     selections = select(original, list(presets))
@@ -122,8 +125,10 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
         unknown = [s for s in (shapes or {}) if s not in statics]
         if unknown:
             raise UsageError(f"--check-shapes names unknown symbols {unknown}; symbols are {list(statics)}")
+        staged = None if stage is None else str(stage(done.model))
         result.report = _verify(original, done, specs, statics, shapes, references, provider, seed,
-                                list(opt_levels), progress, None if data_dir is None else str(data_dir), source)
+                                list(opt_levels), progress, None if data_dir is None else str(data_dir), source,
+                                staged)
         axis0 = {s.symbol for s in specs if s.axis == 0}
         result.report.checks += size_like_scalars(done.model, statics, result.report, axis0)
     return result
@@ -132,15 +137,17 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
 def _verify(original: onnx.ModelProto, done: Rewritten, specs: list[AxisSpec], statics: dict[str, int],
             shapes: dict[str, list[int]] | None, references: Sequence[str], provider: str, seed: int,
             levels: list[str], progress: Callable[[int, int], None] | None,
-            data_dir: str | None = None, source: str | None = None) -> VerifyReport:
+            data_dir: str | None = None, source: str | None = None, staged: str | None = None) -> VerifyReport:
     """Run the parity checks that fit the memory budget (the others are reported unverified). An input
-    model onnxruntime cannot run is a usage error (``--no-check`` skips verification)."""
+    model onnxruntime cannot run is a usage error (``--no-check`` skips verification). ``staged``: the
+    rewritten model's file, when it was written before verification."""
     too_big = over_budget(original, specs, statics)
     if too_big:
         return VerifyReport([Check("original", dict(statics), "-", "unverified", note=f"exported shape: {too_big}")],
                             provider)
     try:
-        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges, data_dir, source)
+        v = Verifier(original, done.model, specs, done.outputs, provider, seed, done.ranges, data_dir, source,
+                     staged)
         v.session("original", "disabled")
     except Exception as e:  # onnxruntime's exception types vary by version
         if type(e).__module__.startswith("onnxruntime"):

@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -228,17 +229,20 @@ def main_command(
             raise UsageError(f"execution provider {ep!r} is not available; installed: "
                              f"{', '.join(ort.get_available_providers())}")
         progress = None if quiet or not sys.stderr.isatty() else _progress
-        res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
-                     references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
-                     expect_outputs=declared, inplace=side is None,
-                     data_dir=model.parent, source=model)
-        failed = res.report is not None and not res.report.ok
-        written = side_written = None
-        if not plan and (not failed or keep_failed):
-            io.save(res.model, out, external=external, data_dir=model.parent)
-            written = out
-            ranges = {s: {"min": r.min, "max": r.max, "static": r.static} for s, r in res.ranges.items()}
-            side_written = sidecar.write_beside(model, out, loaded, res.model, ranges, data=side)
+        with io.Staged(out) as staged:  # verified from the staged output: one serialisation
+            res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
+                         references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
+                         expect_outputs=declared, inplace=side is None, data_dir=model.parent, source=model,
+                         stage=None if plan else partial(staged.write, external=external, data_dir=model.parent))
+            failed = res.report is not None and not res.report.ok
+            written = side_written = None
+            if not plan and (not failed or keep_failed):
+                if staged.model_path is None:  # not verified: nothing staged yet
+                    staged.write(res.model, external=external, data_dir=model.parent)
+                staged.commit()
+                written = out
+                ranges = {s: {"min": r.min, "max": r.max, "static": r.static} for s, r in res.ranges.items()}
+                side_written = sidecar.write_beside(model, out, loaded, res.model, ranges, data=side)
         if report is not None:
             paths.write_text(report, json.dumps({**res.as_dict(),
                                                  "sidecar": str(side_written) if side_written else None}, indent=1))

@@ -89,37 +89,72 @@ def validate(model: onnx.ModelProto, path: Path) -> None:
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, external: bool = False,
          data_dir: str | os.PathLike | None = None) -> None:
-    """Write ``model`` atomically: into a temporary directory beside ``path``, then rename into place.
+    """Write ``model`` atomically (see :class:`Staged`)."""
+    with Staged(path) as staged:
+        staged.write(model, external, data_dir)
+        staged.commit()
+
+
+class Staged:
+    """A model written into a temporary directory beside ``path`` (made on the first write), moved into
+    place by :meth:`commit`; leaving the ``with`` block removes whatever was not committed. Between the
+    two, :attr:`model_path` is a complete model (with its data) that onnxruntime can load.
 
     Weights go to ``<name>.data`` beside the model when ``external`` is set or the model exceeds 2 GB.
     Tensors still referring to external files (read with ``weights=False`` from ``data_dir``) keep them:
     the output references its own copy of each file (see :func:`_link_data`), size-checked.
     """
-    out = Path(path).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    referenced = [t for t in _tensors(model.graph) if _is_external(t)]
-    external = external or sum(_nbytes(t) for t in _tensors(model.graph) if not _is_external(t)) > _INLINE_LIMIT
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        tmp_model = Path(tmp) / out.name
-        moves = _link_data(referenced, Path(data_dir or "."), out, Path(tmp)) if referenced else []
+
+    def __init__(self, path: str | os.PathLike):
+        self.out = Path(path).resolve()
+        self.model_path: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._moves: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def write(self, model: onnx.ModelProto, external: bool = False,
+              data_dir: str | os.PathLike | None = None) -> Path:
+        """Stage ``model`` (pointing its external tensors at the output's data); returns :attr:`model_path`."""
+        if self._tmp is None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = tempfile.TemporaryDirectory(dir=self.out.parent, prefix=f".{self.out.name}.")
+        tmp = Path(self._tmp.name)
+        tmp_model = tmp / self.out.name
+        referenced = [t for t in _tensors(model.graph) if _is_external(t)]
+        inline = sum(_nbytes(t) for t in _tensors(model.graph) if not _is_external(t))
+        external = external or inline > _INLINE_LIMIT
+        self._moves = _link_data(referenced, Path(data_dir or "."), self.out, tmp) if referenced else []
         if external and not referenced:
-            data_name = f"{out.name}.data"
+            data_name = f"{self.out.name}.data"
             onnx.save_model(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            moves.append((Path(tmp) / data_name, out.parent / data_name))
+            self._moves.append((tmp / data_name, self.out.parent / data_name))
         else:
             try:
                 onnx.save_model(model, str(tmp_model))
             except ValueError:  # over 2 GB after all (the estimate counts tensor contents only)
                 if referenced:
                     raise UsageError("the graph exceeds 2 GB even without its external weights") from None
-                save(model, path, True)
-                return
-        for src, dst in moves:
+                return self.write(model, True)
+        self.model_path = tmp_model
+        return tmp_model
+
+    def commit(self) -> None:
+        """Move the staged model and its data into place (the data first, the model last)."""
+        if self.model_path is None:
+            raise ValueError("nothing staged")
+        for src, dst in self._moves:
             if dst.is_dir():
                 shutil.rmtree(dst)
             os.replace(src, dst)
-        os.replace(tmp_model, out)
+        os.replace(self.model_path, self.out)
+        self.model_path = None
 
 
 @contextlib.contextmanager
