@@ -536,6 +536,46 @@ def test_shape_arithmetic_that_reads_a_symbol_stays(rng):
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(5, 4, 2, 4))
 
 
+def test_a_size_read_from_another_tensor_uses_the_shared_source(rng):
+    """``y = x.view(2, 2, 2).view(h.shape[0], -1) * h`` with ``h = relu(x)`` and batch symbolic: the first
+    view's rewrite reads batch from Shape(x), and the model's own read of it from Shape(h) is redirected
+    there: one Shape is left."""
+    m = make_model([helper.make_node("Relu", ["x"], ["h"]),
+                    helper.make_node("Reshape", ["x", "t"], ["r"]),
+                    helper.make_node("Shape", ["h"], ["s"]),
+                    helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+                    helper.make_node("Concat", ["b", "minus1"], ["t2"], axis=0),
+                    helper.make_node("Reshape", ["r", "t2"], ["r2"]),
+                    helper.make_node("Mul", ["r2", "h"], ["y"])],
+                   [tensor("x", [2, 4])], [tensor("y", [2, 4])],
+                   {"t": np.array([2, 2, 2], np.int64), "zero": np.array([0], np.int64),
+                    "minus1": np.array([-1], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified
+    assert any(r["rule"] == "shared-shape" for r in res.rewrites)
+    assert [list(n.input) for n in res.model.graph.node if n.op_type == "Shape"] == [["x"]]
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x * np.maximum(x, 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("other", [[1, 8], [1, 1]])
+def test_a_fill_is_expanded_only_where_the_other_operand_does_not_broadcast_to_it(rng, other):
+    """``min(x, full((1, 8), 3))`` with axis 1 symbolic: when the other operand already has the output's
+    shape, the fill stays one element wide (no run-time Expand); against a ``[1, 1]`` operand its own width
+    is the output's, and it is expanded."""
+    m = make_model([helper.make_node("Relu", ["x"], ["h"]),
+                    helper.make_node("Min", ["h" if other == [1, 8] else "c", "fill"], ["m"]),
+                    helper.make_node("Add", ["m", "x"], ["y"])],
+                   [tensor("x", [1, 8])], [tensor("y", [1, 8])],
+                   {"fill": np.full((1, 8), 0.5, np.float32), "c": np.full(other, 0.25, np.float32)})
+    res = dynify(m, ["x:1=seq"])
+    assert res.verified and any(r["rule"] == "fill" for r in res.rewrites)
+    assert any(n.op_type == "Expand" for n in res.model.graph.node) == (other == [1, 1])
+    x = rng.standard_normal((1, 5)).astype(np.float32)
+    want = np.minimum(np.maximum(x, 0) if other == [1, 8] else 0.25, 0.5) + x
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-6)
+
+
 def test_a_meshgrid_scatter_at_batch_1_gets_its_batch_index_back(rng):
     """``mask[b, h, i, j] = m[b, j]`` traced at batch 1 (OPT's opset-14 mask): the index components are
     folded meshgrid aranges, the batch one to a single 0, and the data is ``expand(1, 1, 4, 4)``. The scatter

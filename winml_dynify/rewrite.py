@@ -15,8 +15,8 @@ from .context import Analysis, Binding, all_nodes, bodies, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, grids, row_index, static_shapes, unit_axes
-from .rules.constants import regenerate
+from .rules import divisor, grids, row_index, shared_shapes, static_shapes, unit_axes
+from .rules.constants import covered, regenerate
 from .rules.positions import graph_sizes, shifted_range
 from .rules.shape_inputs import RULES
 from .spec import AxisSpec
@@ -228,7 +228,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             raise RefusedError(f"{e}{_hint(specs, an.ties, model.graph)}") from None
         uppers += regen.upper + _table_bounds(regen, users, tables)
         for n, k in users:
-            n.input[k] = regen.tensor
+            n.input[k] = regen.unexpanded if regen.unexpanded and covered(n, k, an.infos) else regen.tensor
         result.rewrites.append({"rule": regen.kind, "target": cname,
                                 "detail": ", ".join(f"axis {a} = {describe(b.vals, symbols)}"
                                                     for a, b in sorted(axes.items()))})
@@ -243,6 +243,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if folded:
         result.rewrites.append({"rule": "static-shape", "target": "graph",
                                 "detail": f"{folded} shape computations the symbols do not reach became constants"})
+    shared = shared_shapes.share(graph, an.infos, symbols, rz)
+    if shared:
+        result.rewrites.append({"rule": "shared-shape", "target": "graph",
+                                "detail": f"{shared} reads of a symbol's size use its shared source"})
     new_nodes = _toposort(list(rz.nodes) + list(graph.node), graph)
     del graph.node[:]
     graph.node.extend(new_nodes)

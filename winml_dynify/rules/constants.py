@@ -3,7 +3,8 @@
 Tracing folds ``arange``, fills, masks and table look-ups into constants of the exported size. For each
 constant with bound axes the content is classified and rebuilt at run time:
 
-* **fill**: constant along a bound axis -> that axis collapses to 1 and is ``Expand``-ed;
+* **fill**: constant along a bound axis -> that axis collapses to 1 and is ``Expand``-ed (not where the
+  consumer broadcasts it anyway: see :func:`covered`);
 * **affine**: ``base + sum of slope * index`` along the bound axes (position ids, mask indices, rotary
   angles, GatherND index pairs) -> ``Range``s; a size-1 axis bound as an index (a folded
   ``arange(batch)``) is the case ``slope = 1``;
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ..context import Binding, Lazy
+from ..context import Binding, Lazy, TInfo
 from ..dims import Vals
 from ..errors import RefusedError
 from ..realize import Realizer
@@ -47,6 +48,7 @@ class Regenerated:
     kind: str
     upper: list[tuple[Vals, int, str]] = field(default_factory=list)  # (dim, max, reason)
     index: tuple[Vals, int, int] | None = None  # affine integer content: (dim, max base, max slope)
+    unexpanded: str | None = None  # the content before the fill axes are expanded (size 1 on them)
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -237,9 +239,35 @@ def regenerate(name: str, arr: np.ndarray, dtype: int, axes: dict[int, Binding],
             row = rz.node("Cast", [row], to=dtype)
         out = rz.node("Add", [out, rz.node("Mul", [_index(rz, b.vals, arr.ndim, a, dtype), row])])
         kinds.append("row-offset")
+    unexpanded = out if uniform else None
     if uniform:
         out = rz.node("Expand", [out, rz.vector([axes[a].vals if a in uniform else 1 for a in range(arr.ndim)])])
-    return Regenerated(out, "+".join(kinds), upper, index)
+    return Regenerated(out, "+".join(kinds), upper, index, unexpanded)
+
+
+# ops that broadcast all their inputs together (multidirectional broadcasting)
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Min", "Max", "Sum", "Mean", "And", "Or", "Xor", "Equal",
+                 "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where", "BitwiseAnd", "BitwiseOr", "BitwiseXor"}
+
+
+def covered(node: onnx.NodeProto, k: int, infos: dict[str, TInfo]) -> bool:
+    """True when input ``k`` of a broadcasting ``node`` may lose its fill axes: the other inputs broadcast to
+    the node's output shape at every sample point without it, so a size-1 fill axis broadcasts the same
+    (a fill constant then needs no run-time ``Expand``)."""
+    if node.op_type not in _BROADCASTING or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return False
+    out = infos.get(node.output[0])
+    others = [infos.get(i) for j, i in enumerate(node.input) if j != k and i]
+    if out is None or out.shape is None or not others or any(o is None or o.shape is None for o in others):
+        return False
+    for p in range(len(out.shape[0].vals) if out.shape else 1):
+        shapes = [[d.vals[p] for d in o.shape] for o in others]
+        try:
+            if list(np.broadcast_shapes(*map(tuple, shapes))) != [d.vals[p] for d in out.shape]:
+                return False
+        except ValueError:
+            return False
+    return True
 
 
 def _grid(name: str, arr: np.ndarray, axis: int, layouts: list[grids.Layout]) -> list[grids.Piece] | None:
