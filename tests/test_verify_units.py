@@ -168,3 +168,38 @@ def test_onnxruntime_holds_one_model_at_a_time(rng, monkeypatch):
     assert most == 1
     # original: disabled (role probes, truth) and all (its noise, once); rewritten: one per level
     assert sorted(built) == ["all", "all", "disabled", "disabled"]
+
+
+def test_the_original_runs_once_per_distinct_sample_group(monkeypatch):
+    """BERT at (batch, seq) = (1,16), (2,16), (3,16), (1,7), (1,13), (1,1), (2,7): each sample is drawn on its
+    own, so the larger batches share their first samples with the smaller ones, and the ground truth runs
+    the original on 7 distinct inputs (11 sample groups in all), each once."""
+    from conftest import FIXTURES
+
+    import winml_dynify.verify.oracles as oracles
+
+    ran: list[bytes] = []
+    real = oracles.Verifier._run_original
+
+    def counted(self, feeds, level="disabled"):
+        ran.append(b"".join(feeds[k].tobytes() for k in sorted(feeds)))
+        return real(self, feeds, level)
+
+    monkeypatch.setattr(oracles.Verifier, "_run_original", counted)
+    real_truth = oracles.Verifier._ground_truth
+    truth_runs: list[int] = []
+
+    def truth(self, values, feeds):
+        before = len(ran)
+        out = real_truth(self, values, feeds)
+        truth_runs.append(len(ran) - before)
+        return out
+
+    monkeypatch.setattr(oracles.Verifier, "_ground_truth", truth)
+    axes = [f"{n}:{a}={s}" for n in ("input_ids", "attention_mask", "token_type_ids")
+            for a, s in ((0, "batch"), (1, "seq"))]
+    res = dynify(FIXTURES / "bert_tiny" / "s0_batch1_seq16.onnx", axes)
+    assert res.verified
+    assert truth_runs == [1, 1, 1, 1, 1, 1, 0, 1]  # (1,64) has no oracle; (2,16) and (3,16) reuse sample 0
+    batched = next(c for c in res.report.checks if c.shape == {"batch": 3, "seq": 16})
+    assert batched.status == "passed"

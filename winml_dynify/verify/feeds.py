@@ -134,14 +134,17 @@ def implied_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
     return out
 
 
-def make_feeds(specs: list[InputSpec], values: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def make_feeds(specs: list[InputSpec], values: dict[str, int], rng: np.random.Generator,
+               first_row: int = 0) -> dict[str, np.ndarray]:
+    """Inputs at ``values``. A 2-D mask keeps row 0 whole and pads every later row at a random length;
+    ``first_row`` is the index of this batch's row 0 in a larger batch drawn in pieces."""
     feeds = {}
     for inp in specs:
         shape = [values.get(inp.symbols.get(k, ""), d) for k, d in enumerate(inp.static)]
         if inp.is_mask:
             a = np.ones(shape, inp.dtype)
             if len(shape) == 2:
-                for r in range(1, shape[0]):
+                for r in range(max(0, 1 - first_row), shape[0]):
                     a[r, int(rng.integers(1, shape[1] + 1)):] = 0
         elif inp.is_float:
             a = inp.draw(rng, shape)
