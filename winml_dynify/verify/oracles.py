@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,6 +20,7 @@ from ..dims import parse
 from ..io import weight_bytes
 from ..rewrite import SymbolRange
 from ..spec import AxisSpec
+from ..wire import file_view
 from .feeds import InputSpec, inputs, make_feeds, settle_float_domain
 from .report import Check, VerifyReport
 from .tolerance import Tol, diff, noise, precision, tolerances
@@ -80,7 +82,8 @@ class Verifier:
         self.data_dir = data_dir
         self._models = {"original": original, "rewritten": rewritten}
         # per model: its file, or its bytes serialised on first use; dropped when no session needs them
-        self._bytes: dict[str, bytes | str] = {k: f for k, f in (("original", source), ("rewritten", staged)) if f}
+        self._files = {k: f for k, f in (("original", source), ("rewritten", staged)) if f}
+        self._bytes: dict[str, tuple[bytes | str, str | None]] = {}  # per model: what its sessions load, and from where
         self._building = 0.0  # seconds spent serialising models and building sessions, in every phase
         t0 = time.perf_counter()
         self.timings: dict[str, float] = {}
@@ -201,10 +204,21 @@ class Verifier:
         if key not in self._sessions:
             t0 = time.perf_counter()
             if which not in self._bytes:
-                self._bytes[which] = self._models[which].SerializeToString()
-            self._sessions[key] = _session(self._bytes[which], level, self.provider, self.data_dir)
+                self._bytes[which] = self._loadable(which)
+            model, folder = self._bytes[which]
+            self._sessions[key] = _session(model, level, self.provider, folder)
             self._building += time.perf_counter() - t0
         return self._sessions[key]
+
+    def _loadable(self, which: str) -> tuple[bytes | str, str | None]:
+        """What ``which``'s sessions are built from, and the folder its external data is relative to: a
+        view of its file that points at the weights inside it (:func:`wire.file_view`: nothing copied out of
+        a parsed protobuf), else the file itself, else the model serialised."""
+        file = self._files.get(which)
+        if file is None:
+            return self._models[which].SerializeToString(), self.data_dir
+        view = file_view(self._models[which], file)
+        return (file, None) if view is None else (view, str(Path(file).parent))
 
     def _release(self, which: str, level: str | None = None, keep_bytes: bool = True) -> None:
         """Drop ``which``'s session at ``level`` (every level when None), and its serialised bytes unless
