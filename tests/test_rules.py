@@ -519,9 +519,9 @@ def test_shape_arithmetic_on_static_axes_becomes_constant(rng):
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(3, 4, 2, 4))
 
 
-def test_shape_arithmetic_that_reads_a_symbol_stays(rng):
-    """The same view with the leading axis read from the Shape (``x.shape[0]``): that entry follows batch and
-    stays a run-time computation."""
+def test_a_computed_target_entry_that_copies_the_input_dim_becomes_0(rng):
+    """The same view with the leading axis read from the Shape (``x.shape[0]``): that entry follows batch; it
+    is x's own dim 0, so the target becomes the constant ``[0, 4, 2, 4]`` and no Shape is left."""
     m = make_model([helper.make_node("Shape", ["x"], ["s"]),
                     helper.make_node("Gather", ["s", "zero_s"], ["b"], axis=0),
                     helper.make_node("Unsqueeze", ["b", "zero"], ["bv"]),
@@ -531,31 +531,83 @@ def test_shape_arithmetic_that_reads_a_symbol_stays(rng):
                    {"zero_s": np.array(0, np.int64), "zero": np.array([0], np.int64),
                     "rest": np.array([4, 2, 4], np.int64)})
     res = dynify(m, ["x:0=batch"])
-    assert any(n.op_type == "Shape" for n in res.model.graph.node)
+    assert res.verified
+    assert not any(n.op_type in ("Shape", "Concat") for n in res.model.graph.node)
+    assert _target(res.model).tolist() == [0, 4, 2, 4]
     x = rng.standard_normal((5, 8, 4)).astype(np.float32)
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], x.reshape(5, 4, 2, 4))
 
 
+def _target(model: onnx.ModelProto) -> np.ndarray:
+    """The constant target of the model's one Reshape."""
+    name = next(n.input[1] for n in model.graph.node if n.op_type == "Reshape")
+    return onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+
+
+def _windows(shape_of: str, rest: np.ndarray, allowzero: int = 0) -> onnx.ModelProto:
+    """``h.view(y.shape[0], *rest)`` with ``h = x.view(-1, 8)`` (``2 * batch`` rows): the leading entry is read
+    from another tensor and is not h's dim 0 (a Swin window count); ``rest`` are the static entries."""
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["h"]),
+             helper.make_node("Shape", [shape_of], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+             helper.make_node("Concat", ["b", "rest"], ["t"], axis=0),
+             helper.make_node("Reshape", ["h", "t"], ["r"], allowzero=allowzero),
+             helper.make_node("Relu", ["r"], ["out"])]
+    m = make_model(nodes, [tensor("x", [1, 2, 8]), tensor("y", [1, 3])], [tensor("out", [1, 4, 4])],
+                   {"flat": np.array([-1, 8], np.int64), "zero": np.array([0], np.int64), "rest": rest})
+    return m
+
+
+def test_a_computed_target_entry_read_from_another_tensor_becomes_minus_1(rng):
+    m = _windows("y", np.array([4, 4], np.int64))
+    res = dynify(m, ["x:0=batch", "y:0=batch"])
+    assert res.verified and any(r["rule"] == "constant-reshape-target" for r in res.rewrites)
+    name = next(n.input[1] for n in res.model.graph.node if n.output[0] == "r")
+    target = onnx.numpy_helper.to_array(next(t for t in res.model.graph.initializer if t.name == name))
+    assert target.tolist() == [-1, 4, 4]
+    assert not any(n.op_type == "Shape" and n.input[0] == "y" for n in res.model.graph.node)
+    x = rng.standard_normal((3, 2, 8)).astype(np.float32)
+    got = run(res.model, {"x": x, "y": np.zeros((3, 3), np.float32)})[0]
+    np.testing.assert_array_equal(got, np.maximum(x.reshape(3, 4, 4), 0))
+
+
+@pytest.mark.parametrize("case", ["minus1 taken", "allowzero"])
+def test_a_computed_target_stays_when_no_constant_says_the_same(rng, case):
+    """A ``-1`` already among the entries leaves none for the read one; with ``allowzero`` a 0 entry is a
+    size, not a copy: both targets stay computed."""
+    rest = np.array([-1, 4] if case == "minus1 taken" else [4, 4], np.int64)
+    m = _windows("y", rest, allowzero=int(case == "allowzero"))
+    res = dynify(m, ["x:0=batch", "y:0=batch"])
+    assert res.verified
+    assert not any(r["rule"] == "constant-reshape-target" for r in res.rewrites)
+    x = rng.standard_normal((3, 2, 8)).astype(np.float32)
+    got = run(res.model, {"x": x, "y": np.zeros((3, 3), np.float32)})[0]
+    np.testing.assert_array_equal(got, np.maximum(x.reshape(3, 4, 4), 0))
+
+
 def test_a_size_read_from_another_tensor_uses_the_shared_source(rng):
-    """``y = x.view(2, 2, 2).view(h.shape[0], -1) * h`` with ``h = relu(x)`` and batch symbolic: the first
-    view's rewrite reads batch from Shape(x), and the model's own read of it from Shape(h) is redirected
-    there: one Shape is left."""
+    """``y = x.view(2, 2, 2).view(2, -1) * h + ones(h.shape[0], 4)`` with ``h = relu(x)`` and batch symbolic:
+    the first view's rewrite reads batch from Shape(x), and the model's own read of it from Shape(h) is
+    redirected there: one Shape is left."""
     m = make_model([helper.make_node("Relu", ["x"], ["h"]),
                     helper.make_node("Reshape", ["x", "t"], ["r"]),
                     helper.make_node("Shape", ["h"], ["s"]),
                     helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
-                    helper.make_node("Concat", ["b", "minus1"], ["t2"], axis=0),
+                    helper.make_node("Concat", ["b", "four"], ["bs"], axis=0),
+                    helper.make_node("ConstantOfShape", ["bs"], ["ones"],
+                                     value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
                     helper.make_node("Reshape", ["r", "t2"], ["r2"]),
-                    helper.make_node("Mul", ["r2", "h"], ["y"])],
+                    helper.make_node("Mul", ["r2", "h"], ["p"]),
+                    helper.make_node("Add", ["p", "ones"], ["y"])],
                    [tensor("x", [2, 4])], [tensor("y", [2, 4])],
                    {"t": np.array([2, 2, 2], np.int64), "zero": np.array([0], np.int64),
-                    "minus1": np.array([-1], np.int64)})
+                    "t2": np.array([2, -1], np.int64), "four": np.array([4], np.int64)})
     res = dynify(m, ["x:0=batch"])
     assert res.verified
     assert any(r["rule"] == "shared-shape" for r in res.rewrites)
     assert [list(n.input) for n in res.model.graph.node if n.op_type == "Shape"] == [["x"]]
     x = rng.standard_normal((5, 4)).astype(np.float32)
-    np.testing.assert_allclose(run(res.model, {"x": x})[0], x * np.maximum(x, 0), rtol=1e-6)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x * np.maximum(x, 0) + 1, rtol=1e-6)
 
 
 @pytest.mark.parametrize("other", [[1, 8], [1, 1]])

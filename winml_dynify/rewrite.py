@@ -15,7 +15,7 @@ from .context import Analysis, Binding, all_nodes, bodies, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
-from .rules import divisor, grids, row_index, shared_shapes, static_shapes, unit_axes
+from .rules import divisor, grids, reshape_targets, row_index, shared_shapes, static_shapes, unit_axes
 from .rules.constants import covered, regenerate
 from .rules.positions import graph_sizes, shifted_range
 from .rules.shape_inputs import RULES
@@ -239,6 +239,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         guarded = rz.guard(inp)
         for n in graph.node:
             n.input[:] = [guarded if i == inp else i for i in n.input]
+    targets = reshape_targets.constant_targets(graph, an.infos)
+    if targets:
+        result.rewrites.append({"rule": "constant-reshape-target", "target": "graph",
+                                "detail": f"{targets} computed Reshape targets became constants with 0/-1 entries"})
     folded = static_shapes.fold(graph, an.infos)
     if folded:
         result.rewrites.append({"rule": "static-shape", "target": "graph",
