@@ -1,4 +1,5 @@
-"""Fixing the symbols back gives the static graph again (after onnxruntime's basic folding)."""
+"""Fixing the symbols back gives the static graph again (after onnxruntime's basic folding), less the Reshape
+chains the rewrite reads through."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ def test_fixed_back_model_has_the_static_op_histogram(case):
     names = [vi.name for vi in onnx.load(path).graph.input]
     res = dynify(path, [f"{n}:{a}={s}" for n in names for a, s in ((0, "batch"), (1, "seq"))], verify=False)
     fixed = fix_dims(res.model, {"batch": 1, "seq": 16})
-    assert basic_histogram(fixed) == basic_histogram(onnx.load(path))
+    got, want = basic_histogram(fixed), basic_histogram(onnx.load(path))
+    # the same ops, less the Reshape chains the rewrite reads through (rules/reshape_chains.py)
+    assert {k: v for k, v in got.items() if k != "Reshape"} == {k: v for k, v in want.items() if k != "Reshape"}
+    assert got["Reshape"] <= want["Reshape"]
     feeds = {n: np.ones((1, 16), np.int64) for n in names}
     for a, b in zip(run(fixed, feeds), run(onnx.load(path), feeds), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -545,9 +545,10 @@ def _target(model: onnx.ModelProto) -> np.ndarray:
 
 
 def _windows(shape_of: str, rest: np.ndarray, allowzero: int = 0) -> onnx.ModelProto:
-    """``h.view(y.shape[0], *rest)`` with ``h = x.view(-1, 8)`` (``2 * batch`` rows): the leading entry is read
-    from another tensor and is not h's dim 0 (a Swin window count); ``rest`` are the static entries."""
-    nodes = [helper.make_node("Reshape", ["x", "flat"], ["h"]),
+    """``h.view(y.shape[0], *rest)`` with ``h = relu(x.view(-1, 8))`` (``2 * batch`` rows): the leading entry is
+    read from another tensor and is not h's dim 0 (a Swin window count); ``rest`` are the static entries. (The
+    Relu keeps the two Reshapes from being one chain.)"""
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["h0"]), helper.make_node("Relu", ["h0"], ["h"]),
              helper.make_node("Shape", [shape_of], ["s"]),
              helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
              helper.make_node("Concat", ["b", "rest"], ["t"], axis=0),
@@ -651,3 +652,73 @@ def test_a_meshgrid_scatter_at_batch_1_gets_its_batch_index_back(rng):
     assert res.verified
     x = rng.standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_array_equal(run(res.model, {"m": x})[0], np.broadcast_to(x[:, None, None, :], (3, 1, 4, 4)))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_linear_on_symbolic_leading_axes_becomes_a_rank_2_gemm(rng, residual):
+    """``relu(x @ W + b)`` with x [batch, 4, 8] batch symbolic: written as Reshape -> Gemm -> Reshape, the form
+    onnxruntime makes of static shapes. Added to a residual the bias is left to SkipLayerNormalization."""
+    w, b, r = (rng.standard_normal(s).astype(np.float32) for s in ((8, 6), 6, 6))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["h"])]
+    nodes += [helper.make_node("Add", ["h", "r"], ["h2"]), helper.make_node("Relu", ["h2"], ["y"])] if residual \
+        else [helper.make_node("Relu", ["h"], ["y"])]
+    m = make_model(nodes, [tensor("x", [1, 4, 8])], [tensor("y", [1, 4, 6])],
+                   {"w": w, "b": b, "r": r})
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified
+    ops = [n.op_type for n in res.model.graph.node]
+    assert ("Gemm" in ops, "MatMul" in ops) == ((False, True) if residual else (True, False))
+    x = rng.standard_normal((3, 4, 8)).astype(np.float32)
+    want = x @ w + b + (r if residual else 0)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], np.maximum(want, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_the_gemm_form_goes_back_to_matmul_and_add_when_fixed_or_rewritten_again(rng):
+    """``fix`` restores the exporter's MatMul and Add (names and tags kept); a second rewrite of the
+    dynified model starts from them and lowers them again."""
+    from winml_dynify.fix import fix_dims
+
+    w, b = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"), helper.make_node("Add", ["b", "m"], ["h"],
+                                                                                           name="add")]
+    nodes.append(helper.make_node("Relu", ["h"], ["y"], name="relu"))
+    for n in nodes:
+        n.metadata_props.add(key="tag", value=n.name)
+    m = make_model(nodes, [tensor("x", [2, 4, 8])], [tensor("y", [2, 4, 6])], {"w": w, "b": b})
+    dyn = dynify(m, ["x:0=batch"], verify=False).model
+    assert [n.op_type for n in dyn.graph.node].count("Gemm") == 1
+    fixed = fix_dims(dyn, {"batch": 2})
+    got = [(n.op_type, n.name, list(n.input), [(p.key, p.value) for p in n.metadata_props]) for n in fixed.graph.node]
+    assert got == [("MatMul", "mm", ["x", "w"], [("tag", "mm")]), ("Add", "add", ["b", "m"], [("tag", "add")]),
+                   ("Relu", "relu", ["h"], [("tag", "relu")])]
+    again = dynify(dyn, ["x:1=seq"])
+    assert again.verified and [n.op_type for n in again.model.graph.node].count("Gemm") == 1
+    x = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(again.model, {"x": x})[0], np.maximum(x @ w + b, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_reshape_chain_back_to_its_start_shape_is_dropped(rng):
+    """``x.view(-1).view(x.shape)``: the readers read ``x``; the chain and its ``Shape`` are pruned."""
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Reshape", ["f", "s"], ["v"]), helper.make_node("Relu", ["v"], ["y"])]
+    m = make_model(nodes, [tensor("x", [1, 4, 8])], [tensor("y", [1, 4, 8])], {"flat": np.array([-1], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified and [n.op_type for n in res.model.graph.node] == ["Relu"]
+    x = rng.standard_normal((3, 4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.maximum(x, 0))
+
+
+def test_a_reshape_chain_to_another_shape_becomes_one_reshape_with_a_constant_target(rng):
+    """``x.view(-1).view(B, 4)`` with x [B, 4, 1] and B read from ``x``: one Reshape of ``x`` to ``[0, 4]``."""
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["b"]), helper.make_node("Concat", ["b", "four"], ["t"], axis=0),
+             helper.make_node("Reshape", ["f", "t"], ["v"]), helper.make_node("Relu", ["v"], ["y"])]
+    m = make_model(nodes, [tensor("x", [1, 4, 1])], [tensor("y", [1, 4])],
+                   {"flat": np.array([-1], np.int64), "zero": np.array([0], np.int64), "four": np.array([4], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified and [n.op_type for n in res.model.graph.node] == ["Reshape", "Relu"]
+    reshape = res.model.graph.node[0]
+    target = next(t for t in res.model.graph.initializer if t.name == reshape.input[1])
+    assert reshape.input[0] == "x" and onnx.numpy_helper.to_array(target).tolist() == [0, 4]
+    x = rng.standard_normal((3, 4, 1)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.maximum(x[..., 0], 0))

@@ -1,0 +1,87 @@
+"""Chains of Reshapes: one Reshape with a constant target from the chain's start, or none at all.
+
+Transformers builds its padding mask as ``Gather(mask.flatten(), idx).view(-1).view(idx.shape)``: in a
+static export the targets are constants and the pair costs two cheap kernels; in the rewritten graph the
+second target is ``Shape(idx)`` computed at every call, behind a ``Concat``. ``Reshape``, ``Flatten``,
+``Squeeze`` and ``Unsqueeze`` keep the row-major order of the elements, so the end of a chain of them is
+its start reshaped to the end's shape. The analysis knows both shapes at every sample point: when they are
+equal the readers of the end read the start; else, for a chain of two or more, the end becomes one
+``Reshape`` of the start with a constant target (static entries as numbers, entries equal to the start's
+dim at the same index ``0``, at most one other ``-1``). The rest of the chain and its shape computation are
+pruned once nothing else reads them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..context import TInfo, all_nodes, bodies
+
+_ORDER_KEEPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+
+
+def _shape(infos: dict[str, TInfo], name: str) -> list[tuple[int, ...]] | None:
+    info = infos.get(name)
+    return None if info is None or info.shape is None else [tuple(d.vals) for d in info.shape]
+
+
+def _target(start: list[tuple[int, ...]], end: list[tuple[int, ...]]) -> list[int] | None:
+    """The constant Reshape target taking ``start`` to ``end``, or None (two entries to infer, or a size
+    that reaches 0, which neither ``0`` nor ``-1`` can stand for)."""
+    out: list[int] = []
+    for k, v in enumerate(end):
+        if min(v) <= 0:
+            return None
+        if len(set(v)) == 1:
+            out.append(v[0])
+        elif k < len(start) and start[k] == v:
+            out.append(0)
+        else:
+            out.append(-1)
+    return out if out.count(-1) <= 1 else None
+
+
+def collapse(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
+    """Rewrite each top-level chain end as described above, from the earliest start that allows it.
+    Graph outputs and names a body reads keep their producers. Returns how many chain ends changed."""
+    kept = {o.name for o in graph.output}
+    kept |= {i for n in graph.node for body in bodies(n) for m in all_nodes(body) for i in m.input}
+    taken = {t.name for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    to: dict[str, str] = {}
+    changed = 0
+    for n in list(graph.node):
+        if n.op_type not in _ORDER_KEEPING or n.domain not in ("", "ai.onnx") or n.output[0] in kept:
+            continue
+        end = _shape(infos, n.output[0])
+        if end is None:
+            continue
+        chain, cur = [], n.input[0]
+        while True:
+            chain.append(cur)
+            p = producer.get(cur)
+            if p is None or p.op_type not in _ORDER_KEEPING or p.domain not in ("", "ai.onnx"):
+                break
+            cur = p.input[0]
+        for depth in range(len(chain) - 1, -1, -1):
+            start = _shape(infos, chain[depth])
+            if start == end:
+                to[n.output[0]] = to.get(chain[depth], chain[depth])
+                break
+            entries = _target(start, end) if depth and start is not None else None
+            if entries is not None:
+                name = f"{n.output[0]}/target"
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                graph.initializer.append(onnx.numpy_helper.from_array(np.array(entries, np.int64), name))
+                n.op_type, n.input[:] = "Reshape", [to.get(chain[depth], chain[depth]), name]
+                del n.attribute[:]
+                break
+        else:
+            continue
+        changed += 1
+    for n in graph.node:
+        n.input[:] = [to.get(i, i) for i in n.input]
+    return changed
