@@ -266,7 +266,10 @@ def test_transformer_optimizer_fuses_as_much_as_on_the_static_export(name, tmp_p
         opt = optimizer.optimize_model(str(tmp_path / f"{tag}.onnx"), model_type=MODEL_TYPES[name], opt_level=0)
         counts.append(Counter({k: v for k, v in opt.get_fused_operator_statistics().items() if v}))
     assert counts[0], "the static export has fusions to compare with"
-    assert all(counts[1][op] >= n for op, n in counts[0].items()), counts
+    # a LayerNormalization may fuse with the Add before it where the rewrite dropped a Reshape between them
+    norms = [c["LayerNormalization"] + c["SkipLayerNormalization"] for c in counts]
+    assert norms[1] >= norms[0], counts
+    assert all(counts[1][op] >= n for op, n in counts[0].items() if op != "LayerNormalization"), counts
 
 
 @pytest.mark.downstream
@@ -287,8 +290,11 @@ def test_fixing_the_symbols_again_gives_the_static_graph(name, tmp_path):
 
 # Dynified fixtures on which symbolic shape inference without auto_merge stops incomplete, and why
 SSI_INCOMPLETE = {
-    "swin": "window padding is a Pad with run-time pads: fresh dims it cannot reduce back to the batch",
-    "swinv2": "window padding is a Pad with run-time pads: fresh dims it cannot reduce back to the batch",
+    **{name: "the neck concatenates an upsampled 2*floor(h/32) map with a floor(h/16) one: equal at the symbol's "
+            "multiples only (as unet_toy)" for name in ("yolo11_det_hw", "yolo11_obb_hw", "yolov8_pose_hw",
+                                                         "yolov8_seg_hw")},
+    "gpt2_cache": "the mask's Reshape of Expand(mask, [batch, total]) to a constant 2-entry target is left without "
+                  "a shape (onnxruntime 1.32)",
     "unet_toy": "a skip Concat of floor(h/2)+1 and 2*floor(floor(h/2-1/2)/2)+2 rows: equal at the symbol's "
                 "multiples only, which it cannot know",
 }

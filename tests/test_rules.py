@@ -654,49 +654,6 @@ def test_a_meshgrid_scatter_at_batch_1_gets_its_batch_index_back(rng):
     np.testing.assert_array_equal(run(res.model, {"m": x})[0], np.broadcast_to(x[:, None, None, :], (3, 1, 4, 4)))
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_a_linear_on_symbolic_leading_axes_becomes_a_rank_2_gemm(rng, residual):
-    """``relu(x @ W + b)`` with x [batch, 4, 8] batch symbolic: written as Reshape -> Gemm -> Reshape, the form
-    onnxruntime makes of static shapes. Added to a residual the bias is left to SkipLayerNormalization."""
-    w, b, r = (rng.standard_normal(s).astype(np.float32) for s in ((8, 6), 6, 6))
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["h"])]
-    nodes += [helper.make_node("Add", ["h", "r"], ["h2"]), helper.make_node("Relu", ["h2"], ["y"])] if residual \
-        else [helper.make_node("Relu", ["h"], ["y"])]
-    m = make_model(nodes, [tensor("x", [1, 4, 8])], [tensor("y", [1, 4, 6])],
-                   {"w": w, "b": b, "r": r})
-    res = dynify(m, ["x:0=batch"])
-    assert res.verified
-    ops = [n.op_type for n in res.model.graph.node]
-    assert ("Gemm" in ops, "MatMul" in ops) == ((False, True) if residual else (True, False))
-    x = rng.standard_normal((3, 4, 8)).astype(np.float32)
-    want = x @ w + b + (r if residual else 0)
-    np.testing.assert_allclose(run(res.model, {"x": x})[0], np.maximum(want, 0), rtol=1e-5, atol=1e-6)
-
-
-def test_the_gemm_form_goes_back_to_matmul_and_add_when_fixed_or_rewritten_again(rng):
-    """``fix`` restores the exporter's MatMul and Add (names and tags kept); a second rewrite of the
-    dynified model starts from them and lowers them again."""
-    from winml_dynify.fix import fix_dims
-
-    w, b = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"), helper.make_node("Add", ["b", "m"], ["h"],
-                                                                                           name="add")]
-    nodes.append(helper.make_node("Relu", ["h"], ["y"], name="relu"))
-    for n in nodes:
-        n.metadata_props.add(key="tag", value=n.name)
-    m = make_model(nodes, [tensor("x", [2, 4, 8])], [tensor("y", [2, 4, 6])], {"w": w, "b": b})
-    dyn = dynify(m, ["x:0=batch"], verify=False).model
-    assert [n.op_type for n in dyn.graph.node].count("Gemm") == 1
-    fixed = fix_dims(dyn, {"batch": 2})
-    got = [(n.op_type, n.name, list(n.input), [(p.key, p.value) for p in n.metadata_props]) for n in fixed.graph.node]
-    assert got == [("MatMul", "mm", ["x", "w"], [("tag", "mm")]), ("Add", "add", ["b", "m"], [("tag", "add")]),
-                   ("Relu", "relu", ["h"], [("tag", "relu")])]
-    again = dynify(dyn, ["x:1=seq"])
-    assert again.verified and [n.op_type for n in again.model.graph.node].count("Gemm") == 1
-    x = rng.standard_normal((3, 5, 8)).astype(np.float32)
-    np.testing.assert_allclose(run(again.model, {"x": x})[0], np.maximum(x @ w + b, 0), rtol=1e-5, atol=1e-6)
-
-
 def test_a_reshape_chain_back_to_its_start_shape_is_dropped(rng):
     """``x.view(-1).view(x.shape)``: the readers read ``x``; the chain and its ``Shape`` are pruned."""
     nodes = [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("Shape", ["x"], ["s"]),

@@ -15,7 +15,6 @@ from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_dim_param
 
 from .errors import UsageError
 from .rewrite import RANGE_KEY
-from .rules import linear_2d
 
 
 def check_ranges(model: onnx.ModelProto, values: dict[str, int]) -> None:
@@ -50,7 +49,6 @@ def fix_dims(model: onnx.ModelProto, values: dict[str, int], force: bool = False
         check_ranges(model, values)
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
-    linear_2d.from_gemm(fixed.graph)  # the exporter's MatMul and Add, not the dynamic-only Gemm form
     for name, value in values.items():
         if value < 1:
             raise UsageError(f"{name}={value}: sizes must be >= 1")
@@ -62,7 +60,7 @@ def fix_dims(model: onnx.ModelProto, values: dict[str, int], force: bool = False
     folded = gs.export_onnx(graph)
     folded.ir_version = model.ir_version
     del folded.graph.value_info[:]
-    kept = {n.name: n for n in fixed.graph.node if n.name}
+    kept = {n.name: n for n in model.graph.node if n.name}
     for n in folded.graph.node:
         src = kept.get(n.name)
         if src is not None:

@@ -18,7 +18,6 @@ from .realize import Realizer
 from .rules import (
     divisor,
     grids,
-    linear_2d,
     reshape_chains,
     reshape_targets,
     row_index,
@@ -151,7 +150,6 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if not inplace:
         model = copy.deepcopy(model)
     graph = model.graph
-    linear_2d.from_gemm(graph)  # a dynified model is analysed in its exported form
     name_nodes(graph)
     an = analyse_request(model, specs, statics)
     an = unit_axes.settle_reading(an, model, lambda seeds: analyse_request(model, specs, statics, choices=seeds))
@@ -250,6 +248,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         guarded = rz.guard(inp)
         for n in graph.node:
             n.input[:] = [guarded if i == inp else i for i in n.input]
+    chains = reshape_chains.collapse(graph, an.infos)
+    if chains:
+        result.rewrites.append({"rule": "reshape-chain", "target": "graph",
+                                "detail": f"{chains} chains of Reshapes became one Reshape of their start, or none"})
     targets = reshape_targets.constant_targets(graph, an.infos)
     if targets:
         result.rewrites.append({"rule": "constant-reshape-target", "target": "graph",
@@ -262,14 +264,6 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if shared:
         result.rewrites.append({"rule": "shared-shape", "target": "graph",
                                 "detail": f"{shared} reads of a symbol's size use its shared source"})
-    chains = reshape_chains.collapse(graph, an.infos)
-    if chains:
-        result.rewrites.append({"rule": "reshape-chain", "target": "graph",
-                                "detail": f"{chains} chains of Reshapes became one Reshape of their start, or none"})
-    linears = linear_2d.to_gemm(graph, an.infos, rz)
-    if linears:
-        result.rewrites.append({"rule": "linear-gemm", "target": "graph",
-                                "detail": f"{linears} MatMul+Add on symbolic leading axes became rank-2 Gemm"})
     new_nodes = _toposort(list(rz.nodes) + list(graph.node), graph)
     del graph.node[:]
     graph.node.extend(new_nodes)

@@ -4,11 +4,11 @@ Transformers builds its padding mask as ``Gather(mask.flatten(), idx).view(-1).v
 static export the targets are constants and the pair costs two cheap kernels; in the rewritten graph the
 second target is ``Shape(idx)`` computed at every call, behind a ``Concat``. ``Reshape``, ``Flatten``,
 ``Squeeze`` and ``Unsqueeze`` keep the row-major order of the elements, so the end of a chain of them is
-its start reshaped to the end's shape. The analysis knows both shapes at every sample point: when they are
-equal the readers of the end read the start; else, for a chain of two or more, the end becomes one
-``Reshape`` of the start with a constant target (static entries as numbers, entries equal to the start's
-dim at the same index ``0``, at most one other ``-1``). The rest of the chain and its shape computation are
-pruned once nothing else reads them.
+its start reshaped to the end's shape. Only chains that end in a Reshape with a computed target change.
+The analysis knows both shapes at every sample point: when they are equal the readers of the end read
+the start; else, for a chain of two or more, the end becomes one ``Reshape`` of the start with a
+constant target when every entry is a number (a static size) or ``0`` (the start's dim at the same
+index). The rest of the chain and its shape computation are pruned once nothing else reads them.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ def _shape(infos: dict[str, TInfo], name: str) -> list[tuple[int, ...]] | None:
 
 
 def _target(start: list[tuple[int, ...]], end: list[tuple[int, ...]]) -> list[int] | None:
-    """The constant Reshape target taking ``start`` to ``end``, or None (two entries to infer, or a size
-    that reaches 0, which neither ``0`` nor ``-1`` can stand for)."""
+    """The constant Reshape target taking ``start`` to ``end`` with numbers and ``0`` entries only, or None.
+    No ``-1``: onnxruntime's symbolic shape inference leaves a ``-1`` over a merged symbolic dim unresolved
+    (LeViT's ``[B * 16, 128] -> [-1, 16, 2, 32]``), and its transformer optimizer and quantisation tools
+    depend on it. A size that reaches 0 has no ``0`` entry (it would be a copy, not a size)."""
     out: list[int] = []
     for k, v in enumerate(end):
         if min(v) <= 0:
@@ -38,21 +40,25 @@ def _target(start: list[tuple[int, ...]], end: list[tuple[int, ...]]) -> list[in
         elif k < len(start) and start[k] == v:
             out.append(0)
         else:
-            out.append(-1)
-    return out if out.count(-1) <= 1 else None
+            return None
+    return out
 
 
 def collapse(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
-    """Rewrite each top-level chain end as described above, from the earliest start that allows it.
-    Graph outputs and names a body reads keep their producers. Returns how many chain ends changed."""
+    """Rewrite each top-level chain that ends in a Reshape with a computed target as described above, from
+    the earliest start that allows it. Chains whose end needs no run-time shape are left as exported:
+    onnxruntime's transformer optimizer matches its attention-mask pattern on the exporter's
+    ``Unsqueeze`` chains. Graph outputs and names a body reads keep their producers. Returns how many
+    chain ends changed."""
     kept = {o.name for o in graph.output}
     kept |= {i for n in graph.node for body in bodies(n) for m in all_nodes(body) for i in m.input}
     taken = {t.name for t in graph.initializer}
+    consts = taken | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     producer = {o: n for n in graph.node for o in n.output}
     to: dict[str, str] = {}
     changed = 0
     for n in list(graph.node):
-        if n.op_type not in _ORDER_KEEPING or n.domain not in ("", "ai.onnx") or n.output[0] in kept:
+        if n.op_type != "Reshape" or n.domain not in ("", "ai.onnx") or n.output[0] in kept or n.input[1] in consts:
             continue
         end = _shape(infos, n.output[0])
         if end is None:
