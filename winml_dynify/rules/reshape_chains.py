@@ -13,10 +13,10 @@ index). The rest of the chain and its shape computation are pruned once nothing 
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from ..context import TInfo, all_nodes, bodies
+from .reshape_targets import add_target
 
 _ORDER_KEEPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
@@ -52,8 +52,8 @@ def collapse(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
     chain ends changed."""
     kept = {o.name for o in graph.output}
     kept |= {i for n in graph.node for body in bodies(n) for m in all_nodes(body) for i in m.input}
-    taken = {t.name for t in graph.initializer}
-    consts = taken | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    consts = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    taken = consts | {o for n in graph.node for o in n.output}
     producer = {o: n for n in graph.node for o in n.output}
     to: dict[str, str] = {}
     changed = 0
@@ -77,11 +77,7 @@ def collapse(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
                 break
             entries = _target(start, end) if depth and start is not None else None
             if entries is not None:
-                name = f"{n.output[0]}/target"
-                while name in taken:
-                    name += "_"
-                taken.add(name)
-                graph.initializer.append(onnx.numpy_helper.from_array(np.array(entries, np.int64), name))
+                name = add_target(graph, entries, f"{n.output[0]}/target", taken)
                 n.op_type, n.input[:] = "Reshape", [to.get(chain[depth], chain[depth]), name]
                 del n.attribute[:]
                 break

@@ -52,6 +52,17 @@ def _entries(target: TInfo, data: TInfo, literal: list[bool]) -> list[int] | Non
     return out if inferred <= 1 else None
 
 
+def add_target(graph: onnx.GraphProto, entries: list[int], base: str, taken: set[str]) -> str:
+    """A new int64 initializer of ``graph`` holding ``entries``, named ``base`` (suffixed until the name is
+    not in ``taken``, which then holds it)."""
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array(entries, np.int64), name))
+    return name
+
+
 def constant_targets(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
     """Give each top-level Reshape (``allowzero`` unset) whose target is computed a constant target when
     :func:`_entries` finds one. Returns how many Reshapes changed."""
@@ -71,12 +82,7 @@ def constant_targets(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
             continue
         key = tuple(entries)
         if key not in made:
-            name = f"{n.input[1]}/constant"
-            while name in consts:
-                name += "_"
-            consts.add(name)
-            graph.initializer.append(onnx.numpy_helper.from_array(np.array(entries, np.int64), name))
-            made[key] = name
+            made[key] = add_target(graph, entries, f"{n.input[1]}/constant", consts)
         n.input[1] = made[key]
         changed += 1
     return changed
