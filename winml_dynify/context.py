@@ -336,6 +336,18 @@ def all_nodes(graph: onnx.GraphProto):
             yield from all_nodes(body)
 
 
+def constant_names(graph: onnx.GraphProto) -> set[str]:
+    """Names of ``graph``'s initializers and of its Constant nodes' outputs (top level only)."""
+    return {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+
+
+def pinned_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a top-level rewrite must leave produced as they are: the graph outputs, and every name a node
+    of a body reads."""
+    return {o.name for o in graph.output} | {i for n in graph.node for body in bodies(n) for m in all_nodes(body)
+                                             for i in m.input}
+
+
 def opset_of(model: onnx.ModelProto) -> int:
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):

@@ -237,10 +237,14 @@ class Realizer:
         self._cache[key] = out
         return out
 
+    def item(self, name: str) -> str:
+        """Element 0 of the 1-element tensor ``name``, 0-D: ``Gather(name, 0)``, never ``Reshape(name, [])``,
+        which onnxruntime's symbolic shape inference cannot follow into ``Range``."""
+        return self.node("Gather", [name, self.const(np.array(0, np.int64))])
+
     def scalar(self, vals: Vals) -> str:
         """A 0-D int64 tensor holding the dim ``vals``: its polynomial over scalar ``Gather(Shape(x), axis)``
-        of each symbol, or element 0 of :meth:`dim` (never ``Reshape(dim, [])``, which symbolic shape
-        inference cannot follow into ``Range``)."""
+        of each symbol, or the :meth:`item` of :meth:`dim`."""
         key = ("scalar", vals)
         if key in self._cache:
             return self._cache[key]
@@ -248,7 +252,7 @@ class Realizer:
         if is_static(vals):
             out = self.const(np.array(vals[0], np.int64))
         elif expr is None:
-            out = self.node("Gather", [self.dim(vals), self.const(np.array(0, np.int64))])
+            out = self.item(self.dim(vals))
         else:
             out = self._poly(expr, scalar=True)
         self._cache[key] = out

@@ -105,7 +105,7 @@ def realize(pieces: list[Piece], axis: int, ndim: int, dtype: int, rz: Realizer)
         for s in sizes[1:]:
             total = rz.node("Mul", [total, s])
         flat = rz.node("Range", [rz.const(np.array(0, np.int64)),
-                                 rz.node("Gather", [total, rz.const(np.array(0, np.int64))]),  # 0-D, as Realizer.scalar
+                                 rz.item(total),
                                  rz.const(np.array(1, np.int64))])
         value = None
         rest = flat

@@ -50,7 +50,7 @@ def shifted_range(arr: np.ndarray, dtype: int, axes: dict[int, Binding], sizes: 
     start = starts.pop()
     end = start + n
     limit = rz.scalar(evaluate(end, symbols)) if rows is None else \
-        rz.node("Gather", [rz.at_most(evaluate(end, symbols), rows), rz.const(np.array(0, np.int64))])
+        rz.item(rz.at_most(evaluate(end, symbols), rows))
     r = rz.node("Range", [rz.scalar(evaluate(start, symbols)), limit, rz.const(np.array(1, np.int64))])
     if dtype != onnx.TensorProto.INT64:
         r = rz.node("Cast", [r], to=dtype)

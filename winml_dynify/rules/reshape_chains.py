@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..context import TInfo, all_nodes, bodies
+from ..context import TInfo, constant_names, pinned_names
 from .reshape_targets import add_target
 
 _ORDER_KEEPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
@@ -50,14 +50,13 @@ def collapse(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
     onnxruntime's transformer optimizer matches its attention-mask pattern on the exporter's
     ``Unsqueeze`` chains. Graph outputs and names a body reads keep their producers. Returns how many
     chain ends changed."""
-    kept = {o.name for o in graph.output}
-    kept |= {i for n in graph.node for body in bodies(n) for m in all_nodes(body) for i in m.input}
-    consts = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    kept = pinned_names(graph)
+    consts = constant_names(graph)
     taken = consts | {o for n in graph.node for o in n.output}
     producer = {o: n for n in graph.node for o in n.output}
     to: dict[str, str] = {}
     changed = 0
-    for n in list(graph.node):
+    for n in graph.node:
         if n.op_type != "Reshape" or n.domain not in ("", "ai.onnx") or n.output[0] in kept or n.input[1] in consts:
             continue
         end = _shape(infos, n.output[0])
@@ -78,8 +77,8 @@ def collapse(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
             entries = _target(start, end) if depth and start is not None else None
             if entries is not None:
                 name = add_target(graph, entries, f"{n.output[0]}/target", taken)
-                n.op_type, n.input[:] = "Reshape", [to.get(chain[depth], chain[depth]), name]
-                del n.attribute[:]
+                n.input[:] = [to.get(chain[depth], chain[depth]), name]
+                del n.attribute[:]  # allowzero: the 0 entries are copies
                 break
         else:
             continue

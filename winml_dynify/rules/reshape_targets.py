@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..context import TInfo
+from ..context import TInfo, constant_names
 
 
 def _literals(node: onnx.NodeProto | None, consts: set[str], infos: dict[str, TInfo], n: int) -> list[bool]:
@@ -66,7 +66,7 @@ def add_target(graph: onnx.GraphProto, entries: list[int], base: str, taken: set
 def constant_targets(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> int:
     """Give each top-level Reshape (``allowzero`` unset) whose target is computed a constant target when
     :func:`_entries` finds one. Returns how many Reshapes changed."""
-    consts = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    consts = constant_names(graph)
     producer = {o: m for m in graph.node for o in m.output}
     made: dict[tuple[int, ...], str] = {}
     changed = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..context import TInfo, all_nodes, bodies
+from ..context import TInfo, pinned_names
 from ..dims import Poly, Symbol, fit
 from ..realize import Realizer
 
@@ -21,8 +21,7 @@ def share(graph: onnx.GraphProto, infos: dict[str, TInfo], symbols: dict[str, Sy
     """Point the readers of each top-level ``Gather(Shape(x), k)`` that holds one symbol (a 0-D scalar or a
     1-element vector) at the realizer's tensor for it. Returns how many reads were redirected."""
     shapes = {n.output[0] for n in graph.node if n.op_type == "Shape"}
-    kept = {o.name for o in graph.output}  # graph outputs keep their names, and names bodies read stay
-    kept |= {i for n in graph.node for body in bodies(n) for m in all_nodes(body) for i in m.input}
+    kept = pinned_names(graph)
     shared: dict[str, str] = {}
     for n in graph.node:
         if n.op_type != "Gather" or n.domain not in ("", "ai.onnx") or n.input[0] not in shapes \

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..context import TInfo, value_dtype
+from ..context import TInfo, constant_names, value_dtype
 
 # ops whose output is a pure function of their inputs' values (or, for Shape, of the static dims it reads)
 _ARITHMETIC = {"Shape", "Size", "Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Cast", "Add", "Sub",
@@ -25,7 +25,7 @@ _INTEGER = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
 def static_values(graph: onnx.GraphProto, infos: dict[str, TInfo]) -> dict[str, np.ndarray]:
     """Outputs of the top-level graph's shape arithmetic that depend on no symbol, with their values; only
     those read by a node that is not itself folded (the rest are pruned with their producers)."""
-    consts = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    consts = constant_names(graph)
     shapes = {n.output[0] for n in graph.node if n.op_type == "Shape"}
     outputs = {o.name for o in graph.output}
     found: dict[str, np.ndarray] = {}
