@@ -285,7 +285,12 @@ def test_fixing_the_symbols_again_gives_the_static_graph(name, tmp_path):
     fix_output_shapes(fixed)
     want = optimized_ops(static(name), "ORT_ENABLE_BASIC", tmp_path)
     got = optimized_ops(fixed, "ORT_ENABLE_BASIC", tmp_path)
-    assert not got - want, (want, got)
+    extra = got - want
+    if any(r["rule"] == "flat-gather" for r in res.rewrites):  # a Gather became a Squeeze/Unsqueeze
+        moves = Counter({op: extra[op] for op in ("Squeeze", "Unsqueeze") if extra[op]})
+        assert sum(moves.values()) <= 2 * (want["Gather"] - got["Gather"]), (want, got)
+        extra -= moves
+    assert not extra and sum(got.values()) <= sum(want.values()), (want, got)
 
 
 # Dynified fixtures on which symbolic shape inference without auto_merge stops incomplete, and why

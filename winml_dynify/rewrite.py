@@ -11,12 +11,13 @@ import onnx
 
 from . import subgraphs
 from .analysis import analyse
-from .context import Analysis, Binding, all_nodes, bodies, constants, opset_of
+from .context import Analysis, Binding, all_nodes, bodies, constant_names, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
 from .realize import Realizer
 from .rules import (
     divisor,
+    flat_gathers,
     grids,
     reshape_chains,
     reshape_targets,
@@ -283,7 +284,31 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     for s, k in multiples.items():
         result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
+    _lean(model, specs, statics, result, multiples)
     return result
+
+
+def _lean(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int], result: Rewritten,
+          multiples: dict[str, int]) -> None:
+    """:mod:`rules.flat_gathers`, which reads the rewritten graph itself: analysed again (the rewrite's new
+    nodes have no infos yet) when it has a Gather of a flattened tensor."""
+    graph = model.graph
+    flattened = {n.output[0] for n in graph.node if n.op_type in ("Flatten", "Reshape")}
+    consts = constant_names(graph)
+    if not any(n.op_type == "Gather" and n.input[0] in flattened and n.input[1] not in consts for n in graph.node):
+        return
+    name_nodes(graph)
+    try:
+        an = analyse_request(model, specs, statics, multiples, result.choices)
+        count = 0 if an.conflicts else flat_gathers.simplify(graph, an.infos, opset_of(model))
+        if count:
+            result.rewrites.append({"rule": "flat-gather", "target": "graph",
+                                    "detail": f"{count} Gathers of a flattened tensor at its own positions "
+                                              "became the tensor"})
+            _prune(graph)
+    finally:
+        for n in all_nodes(graph):
+            n.name = _original_name(n.name)
 
 
 _COMPARISONS = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual"}

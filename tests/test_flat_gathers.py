@@ -1,0 +1,54 @@
+"""rules/flat_gathers: a Gather of a flattened tensor at its own row-major positions is the tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import make_model, run, tensor
+from onnx import TensorProto, helper
+
+from winml_dynify import dynify
+from winml_dynify.dims import N_POINTS
+from winml_dynify.rules.flat_gathers import _row_major
+
+
+def _mask_gather(cols: np.ndarray) -> object:
+    """transformers' padding mask: ``Flatten(mask)[batch_idx * seq + cols]``, traced at batch 1."""
+    nodes = [helper.make_node("Flatten", ["mask"], ["flat"], axis=2),
+             helper.make_node("Shape", ["mask"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one"], ["seq"]),
+             helper.make_node("Mul", ["zero", "seq"], ["off"]),
+             helper.make_node("Add", ["cols", "off"], ["idx"]),
+             helper.make_node("Gather", ["flat", "idx"], ["g"]),
+             helper.make_node("Shape", ["idx"], ["ishape"]),
+             helper.make_node("Reshape", ["g", "ishape"], ["y"])]
+    return make_model(nodes, [tensor("mask", [1, 16], TensorProto.INT64)],
+                      [tensor("y", [1, 1, 1, 16], TensorProto.INT64)],
+                      {"one": np.array([1], np.int64), "zero": np.zeros((1, 1, 1, 1), np.int64),
+                       "cols": cols.reshape(1, 1, 1, 16)})
+
+
+def test_a_gather_of_a_flattened_mask_at_its_own_positions_becomes_the_mask(rng):
+    res = dynify(_mask_gather(np.arange(16, dtype=np.int64)), ["mask:0=batch", "mask:1=seq"])
+    assert res.verified and any(r["rule"] == "flat-gather" for r in res.rewrites)
+    ops = {n.op_type for n in res.model.graph.node}
+    assert not ops & {"Gather", "Flatten", "Range"}
+    mask = rng.integers(0, 2, (3, 5)).astype(np.int64)
+    np.testing.assert_array_equal(run(res.model, {"mask": mask})[0], mask[:, None, None, :])
+
+
+def test_a_gather_at_other_positions_stays_a_gather(rng):
+    """Reversed columns: an affine index, but not the row-major position of each entry."""
+    res = dynify(_mask_gather(np.arange(16, dtype=np.int64)[::-1].copy()), ["mask:0=batch"])
+    assert res.verified and not any(r["rule"] == "flat-gather" for r in res.rewrites)
+    assert "Gather" in {n.op_type for n in res.model.graph.node}
+    mask = rng.integers(0, 2, (3, 16)).astype(np.int64)
+    np.testing.assert_array_equal(run(res.model, {"mask": mask})[0], mask[:, None, None, ::-1])
+
+
+def test_row_major_positions_need_the_strides_in_order():
+    b, s = tuple(range(1, N_POINTS + 1)), tuple(range(16, 16 + 2 * N_POINTS, 2))
+    one, zero = (1,) * N_POINTS, (0,) * N_POINTS
+    assert _row_major([b, s], [b, one, s], (zero, [s, zero, one]))
+    assert not _row_major([b, s], [b, one, s], (zero, [one, zero, s]))  # column-major
+    assert not _row_major([b, s], [b, one, s], (one, [s, zero, one]))  # shifted by one
+    assert not _row_major([s, b], [b, one, s], (zero, [s, zero, one]))  # another tensor's order

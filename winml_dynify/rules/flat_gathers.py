@@ -1,0 +1,174 @@
+"""A Gather of a flattened tensor at its own row-major positions is that tensor with unit axes inserted.
+
+Transformers builds its padding mask as ``mask.flatten()[batch_idx * seq + kv_idx]`` (``vmap`` over the
+index functions); a static export folds the index to a constant, and the rewritten graph computes it
+from two Ranges at every call. When the index is exactly the row-major position of every entry of the
+flattened tensor, in order, the Gather returns the tensor itself: the rule reads the index as an affine
+function of its own indices, ``c + sum(coef_k * i_k)``, with ``c`` and each ``coef_k`` known at every
+sample point of the analysis, and compares it with the row-major strides of the tensor before flattening.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..context import TInfo, constant_names
+from ..dims import N_POINTS, Vals
+
+Affine = tuple[Vals, list[Vals]]  # (offset, per-axis coefficient) at every sample point
+_ZERO = (0,) * N_POINTS
+_UNIT = (1,) * N_POINTS
+_INTEGER = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
+def _dims(info: TInfo | None) -> list[Vals] | None:
+    return None if info is None or info.shape is None else [tuple(d.vals) for d in info.shape]
+
+
+def _scalar(info: TInfo | None) -> Vals | None:
+    """The one entry of a small integer tensor at every point."""
+    if info is None or info.value is None or len(info.value) != 1:
+        return None
+    v = info.value[0]
+    return tuple(int(x) for x in v) if all(float(x).is_integer() for x in v) else None
+
+
+def _add(a: Vals, b: Vals, sign: int = 1) -> Vals:
+    return tuple(x + sign * y for x, y in zip(a, b, strict=True))
+
+
+def _mul(a: Vals, b: Vals) -> Vals:
+    return tuple(x * y for x, y in zip(a, b, strict=True))
+
+
+def _aligned(aff: Affine, dims: list[Vals], rank: int) -> list[Vals]:
+    """``aff``'s coefficients right-aligned to ``rank`` axes; unit axes (index always 0) count as 0."""
+    coefs = [c if d != _UNIT else _ZERO for c, d in zip(aff[1], dims, strict=True)]
+    return [_ZERO] * (rank - len(coefs)) + coefs
+
+
+def affine(name: str, producer: dict[str, onnx.NodeProto], infos: dict[str, TInfo], memo: dict) -> Affine | None:
+    """The integer tensor ``name`` as an affine function of its indices, or None when it is not one the
+    rule can read (Range, a scalar, unit-axis moves, Cast, Expand, Add, Sub, Mul by a scalar)."""
+    if name in memo:
+        return memo[name]
+    memo[name] = None
+    info, dims = infos.get(name), _dims(infos.get(name))
+    if info is None or dims is None or info.dtype not in _INTEGER:
+        return None
+    out: Affine | None = None
+    s = _scalar(info)
+    n = producer.get(name)
+    if s is not None:
+        out = (s, [_ZERO] * len(dims))
+    elif n is not None and n.domain in ("", "ai.onnx"):
+        parts = [affine(i, producer, infos, memo) if i else None for i in n.input]
+        op = n.op_type
+        if op == "Range" and len(dims) == 1:
+            start, delta = _scalar(infos.get(n.input[0])), _scalar(infos.get(n.input[2]))
+            out = None if start is None or delta is None else (start, [delta])
+        elif op in ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze") and parts[0] is not None:
+            src = _dims(infos.get(n.input[0]))
+            if [d for d in src if d != _UNIT] == [d for d in dims if d != _UNIT]:
+                coefs = iter(c for c, d in zip(parts[0][1], src, strict=True) if d != _UNIT)
+                out = (parts[0][0], [next(coefs) if d != _UNIT else _ZERO for d in dims])
+        elif op == "Expand" and parts[0] is not None:
+            out = (parts[0][0], _aligned(parts[0], _dims(infos.get(n.input[0])), len(dims)))
+        elif op in ("Add", "Sub") and parts[0] is not None and parts[1] is not None:
+            sign = 1 if op == "Add" else -1
+            a = _aligned(parts[0], _dims(infos.get(n.input[0])), len(dims))
+            b = _aligned(parts[1], _dims(infos.get(n.input[1])), len(dims))
+            out = (_add(parts[0][0], parts[1][0], sign), [_add(x, y, sign) for x, y in zip(a, b, strict=True)])
+        elif op == "Mul" and parts[0] is not None and parts[1] is not None:
+            scalars = [k for k in (0, 1) if not any(c != _ZERO for c in parts[k][1])]
+            if scalars:
+                k = scalars[0]
+                o = parts[1 - k]
+                factor = parts[k][0]
+                coefs = _aligned(o, _dims(infos.get(n.input[1 - k])), len(dims))
+                out = (_mul(o[0], factor), [_mul(c, factor) for c in coefs])
+    memo[name] = out
+    return out
+
+
+def _row_major(x: list[Vals], index: list[Vals], aff: Affine) -> bool:
+    """Whether ``aff`` over axes ``index`` is the row-major position of every entry of a tensor of dims
+    ``x``, in order (unit axes of either side aside)."""
+    if aff[0] != _ZERO:
+        return False
+    own = [d for d in x if d != _UNIT]
+    axes = [k for k, d in enumerate(index) if d != _UNIT]
+    if [index[k] for k in axes] != own:
+        return False
+    stride = _UNIT
+    for k in reversed(axes):
+        if aff[1][k] != stride:
+            return False
+        stride = _mul(stride, index[k])
+    return True
+
+
+def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int:
+    """Replace each top-level ``Gather(flat, index)`` whose ``flat`` is a row-major reshape of some ``x``
+    (all entries on axis 0) and whose index is the row-major position of every entry of ``x`` by
+    ``x`` with unit axes inserted, under the Gather's output name. Returns how many."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consts = constant_names(graph)
+    memo: dict = {}
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        if n.op_type != "Gather" or n.domain not in ("", "ai.onnx") or n.input[1] in consts or \
+                any(a.name == "axis" and a.i != 0 for a in n.attribute) or n.input[0] not in producer:
+            continue
+        flat_node = producer[n.input[0]]
+        if flat_node.op_type not in ("Flatten", "Reshape") or flat_node.domain not in ("", "ai.onnx"):
+            continue
+        x, flat, index, out = (_dims(infos.get(t)) for t in (flat_node.input[0], *n.input, n.output[0]))
+        if None in (x, flat, index, out) or not x or any(d != _UNIT for d in flat[1:]) or \
+                flat[0] != tuple(math.prod(v) for v in zip(*x, strict=True)):
+            continue
+        aff = affine(n.input[1], producer, infos, memo)
+        added = _inserted(x, out)
+        if aff is not None and added is not None and _row_major(x, index, aff):
+            replaced[id(n)] = _unsqueeze(flat_node.input[0], added, n, opset)
+    if replaced:
+        nodes = [m for n in graph.node for m in replaced.get(id(n), [n])]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return len(replaced)
+
+
+def _inserted(src: list[Vals], dst: list[Vals]) -> list[int] | None:
+    """The axes of ``dst`` that are unit axes inserted into ``src`` (each axis of ``src`` matched, in order,
+    to the first equal axis of ``dst`` left), or None when ``dst`` is no such extension of ``src``. Unit
+    axes of ``src`` are kept, never squeezed: a later rewrite may make one of them a symbol."""
+    added, k = [], 0
+    for j, d in enumerate(dst):
+        if k < len(src) and src[k] == d:
+            k += 1
+        elif d == _UNIT:
+            added.append(j)
+        else:
+            return None
+    return added if k == len(src) else None
+
+
+def _unsqueeze(x: str, axes: list[int], gather: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
+    """``x`` with unit axes ``axes`` inserted, under the name of ``gather``'s output and with its tags (an
+    Identity when there are none)."""
+    out, name, tags = gather.output[0], gather.name, list(gather.metadata_props)
+    if not axes:
+        nodes = [helper.make_node("Identity", [x], [out], name=name)]
+    elif opset >= 13:
+        nodes = [helper.make_node("Constant", [], [f"{out}/axes"], name=f"{name}/axes",
+                                  value=numpy_helper.from_array(np.array(axes, np.int64))),
+                 helper.make_node("Unsqueeze", [x, f"{out}/axes"], [out], name=name)]
+    else:
+        nodes = [helper.make_node("Unsqueeze", [x], [out], name=name, axes=axes)]
+    for n in nodes:
+        n.metadata_props.extend(tags)
+    return nodes
