@@ -45,8 +45,8 @@ from synthetic import chain_model, llama_external  # noqa: E402
 
 from winml_dynify import dynify  # noqa: E402
 
-TINY = ["bert_tiny", "gpt2", "llama", "t5_encoder", "clip_text", "swin", "vit", "resnet_hw", "convnext",
-        "wav2vec2", "mobilenetv2_batch"]
+TINY = ["bert_tiny", "gpt2", "llama", "t5_encoder", "t5_encoder --max seq=512", "clip_text", "swin", "vit",
+        "resnet_hw", "convnext", "wav2vec2", "mobilenetv2_batch"]
 PROBE = ROOT / "bench" / "cost_probe.py"
 CACHE = Path(os.environ.get("BENCH_CACHE", ROOT / "out" / "bench-models"))
 FUSED = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNormalization", "Gemm", "MatMul",
@@ -119,13 +119,16 @@ def node_row(name: str, static_model: str, dyn_model: bytes | str) -> dict:
 def tiny_latency(names: list[str], runs: int) -> tuple[list[dict], list[dict]]:
     cases = {c["name"]: c for c in json.loads((ROOT / "fixtures" / "manifest.json").read_text())["cases"]}
     rows, nodes = [], []
-    for name in names:
+    for label in names:  # a fixture's name, optionally with ``--max SYMBOL=N``
+        name, _, top = label.partition(" --max ")
+        maxima = {top.split("=")[0]: int(top.split("=")[1])} if top else None
         case = cases[name]
-        res = dynify(ROOT / "fixtures" / case["model"], case["axes"], verify=False)
+        res = dynify(ROOT / "fixtures" / case["model"], case["axes"], verify=False, maxima=maxima)
         dyn = res.model.SerializeToString()
         rex = CACHE / "tiny" / f"{name}_dynamic.onnx"  # made by real_models.py --tiny (full mode)
-        rows += latency_case(name, ROOT / "fixtures", case, dyn, runs, 20, str(rex) if rex.is_file() else None)
-        nodes.append(node_row(name, str(ROOT / "fixtures" / case["model"]), dyn))
+        for row in latency_case(name, ROOT / "fixtures", case, dyn, runs, 20, str(rex) if rex.is_file() else None):
+            rows.append({**row, "case": label})
+        nodes.append({**node_row(name, str(ROOT / "fixtures" / case["model"]), dyn), "case": label})
     return rows, nodes
 
 

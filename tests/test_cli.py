@@ -65,6 +65,8 @@ def test_second_run_with_same_symbols_is_a_no_op(tmp_path):
     ([], "no axes requested"),
     (["--axis", "input_ids:0=batch", "--check-shapes", "batch=x"], "malformed --check-shapes"),
     (["--axis", "input_ids:0=batch", "--ep", "NoSuchExecutionProvider"], "not available"),
+    (["--axis", "input_ids:0=batch", "--max", "batch"], "malformed --max"),
+    (["--axis", "input_ids:0=batch", "--max", "seq=64"], "--max seq=64: unknown symbol"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, needle):
     out = tmp_path / "m.onnx"

@@ -64,7 +64,8 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
            presets: Sequence[str] = (), expect_outputs: Sequence[OutputAxis] = (),
            inplace: bool = False, data_dir: str | os.PathLike | None = None,
            source: str | os.PathLike | None = None,
-           stage: Callable[[onnx.ModelProto], str | os.PathLike] | None = None) -> DynifyResult:
+           stage: Callable[[onnx.ModelProto], str | os.PathLike] | None = None,
+           maxima: dict[str, int] | None = None) -> DynifyResult:
     """Make ``axes`` of ``model`` symbolic, rewrite what depended on them and check parity.
 
     ``presets`` (``"batch"``, ``"seq"``, ``"image"``) add the axes :mod:`winml_dynify.presets` selects;
@@ -81,16 +82,19 @@ def dynify(model: onnx.ModelProto | str | os.PathLike, axes: Sequence[AxisReques
     original's onnxruntime sessions from it. ``stage`` writes the rewritten model to a file before it is
     verified and returns the path (e.g. ``io.Staged.write``): the rewritten model's sessions are then built
     from that file, and the model is serialised once for both (the CLI stages its output so).
+    ``maxima`` are the largest sizes symbols take (``{"seq": 512}``): their range, and the size
+    position-only computations are tabulated at (:mod:`winml_dynify.rules.tables`).
     """
     if not isinstance(model, onnx.ModelProto):
         source = model
     with io.external_dir(data_dir):
         return _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
-                       expect_outputs, inplace, data_dir, None if source is None else str(source), stage)
+                       expect_outputs, inplace, data_dir, None if source is None else str(source), stage,
+                       dict(maxima or {}))
 
 
 def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed, progress, presets,
-            expect_outputs, inplace, data_dir, source, stage) -> DynifyResult:
+            expect_outputs, inplace, data_dir, source, stage, maxima) -> DynifyResult:
     owned = inplace or not isinstance(model, onnx.ModelProto)
     original = model if isinstance(model, onnx.ModelProto) else io.load(model)
     selections = select(original, list(presets))
@@ -108,7 +112,8 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     statics = {**carried_sizes, **statics}
     in_place = owned and not verify
     before = light_copy(original) if in_place else original  # what the checker compares with
-    done = rewrite(original, specs, statics, inplace=in_place)
+    _check_maxima(maxima, statics)
+    done = rewrite(original, specs, statics, inplace=in_place, maxima=maxima)
     _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
     analysed = _self_check(done.model, specs, statics, done.ranges, done.choices)
     _record_metadata(done.model, done.ranges)
@@ -164,6 +169,14 @@ def _verify(original: onnx.ModelProto, done: Rewritten, specs: list[AxisSpec], s
     report.checks += [Check("runs", shape, level, "unverified", note=over_budget(original, specs, shape))
                       for shape in skipped for level in levels]
     return report
+
+
+def _check_maxima(maxima: dict[str, int], statics: dict[str, int]) -> None:
+    for s, top in maxima.items():
+        if s not in statics:
+            raise UsageError(f"--max {s}={top}: unknown symbol; symbols are {list(statics)}")
+        if not isinstance(top, int) or top < statics[s]:
+            raise UsageError(f"--max {s}={top}: below the exported size {statics[s]}")
 
 
 def _line(e: BaseException) -> str:

@@ -70,6 +70,17 @@ def _parse_shapes(text: str) -> dict[str, list[int]]:
     return out
 
 
+def _parse_maxima(items: list[str]) -> dict[str, int]:
+    """``["seq=512"]`` -> {"seq": 512}."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name.strip() or not value.strip().isdigit() or int(value) < 1:
+            raise UsageError(f"malformed --max {item!r}: expected SYMBOL=N with N >= 1, e.g. seq=512")
+        out[name.strip()] = int(value)
+    return out
+
+
 def _print_summary(res: DynifyResult, out: Path | None, quiet: bool, plan: bool = False) -> None:
     if quiet:
         return
@@ -162,6 +173,10 @@ def main_command(
                                                      "e.g. 'batch=1,3,8;seq=5,16'.")] = None,
     reference: Annotated[list[Path] | None, typer.Option("--reference", metavar="FILE", help="Static export of "
                                                          "the same weights at another shape; repeatable.")] = None,
+    maximum: Annotated[list[str] | None, typer.Option("--max", metavar="SYMBOL=N", help="The largest size SYMBOL "
+                                                      "takes (repeatable): its valid range, checked at N, and "
+                                                      "the size position-only computations are tabulated at.")
+                       ] = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="Skip verification (said in the output).")] = False,
     ep: Annotated[str, typer.Option("--ep", metavar="PROVIDER", help="onnxruntime execution provider for "
                                     "verification.")] = "CPUExecutionProvider",
@@ -203,6 +218,7 @@ def main_command(
             if not ref.is_file():
                 raise UsageError(f"--reference file not found: {ref}")
         shapes = _parse_shapes(check_shapes) if check_shapes else None
+        maxima = _parse_maxima(maximum or [])
         requests: list = list(axis or [])
         loaded, external = io.read(model, weights=False)
         out = output or model.with_name(f"{model.stem}.dynamic.onnx")
@@ -233,7 +249,8 @@ def main_command(
             res = dynify(loaded, requests, verify=not (no_check or plan), shapes=shapes,
                          references=[str(r) for r in reference or []], provider=ep, seed=seed, progress=progress,
                          expect_outputs=declared, inplace=side is None, data_dir=model.parent, source=model,
-                         stage=None if plan else partial(staged.write, external=external, data_dir=model.parent))
+                         stage=None if plan else partial(staged.write, external=external, data_dir=model.parent),
+                         maxima=maxima)
             failed = res.report is not None and not res.report.ok
             written = side_written = None
             if not plan and (not failed or keep_failed):

@@ -93,6 +93,16 @@ class Realizer:
             self.nodes.append(n)
         return out
 
+    def labelled(self, op: str, inputs: list[str], label: str) -> str:
+        """``op`` (no attributes) in a node whose name and output are ``dynify/<label>``, numbered when
+        taken: the name onnxruntime's error shows when the node fails."""
+        name = f"dynify/{label}"
+        name = name if name not in self._taken and all(n.name != name for n in self.nodes) else self._name(label)
+        node = helper.make_node(op, inputs, [name], name=name)
+        node.metadata_props.extend(self.tags)
+        self.nodes.append(node)
+        return name
+
     def _symbol(self, name: str, scalar: bool = False) -> str:
         """The size of symbol ``name``: a 1-element vector, or a 0-D scalar when ``scalar`` is set.
 

@@ -24,6 +24,7 @@ from .rules import (
     row_index,
     shared_shapes,
     static_shapes,
+    tables,
     unit_axes,
 )
 from .rules.constants import covered, regenerate
@@ -143,11 +144,12 @@ def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[s
 
 
 def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int], *,
-            inplace: bool = False) -> Rewritten:
+            inplace: bool = False, maxima: dict[str, int] | None = None) -> Rewritten:
     """Make the requested axes symbolic and rewrite every baked constant that depends on them.
 
     Works on a copy of ``model`` unless ``inplace`` (then ``model`` itself becomes the result, and is left
-    half-rewritten when the rewrite is refused)."""
+    half-rewritten when the rewrite is refused). ``maxima``: the largest size of a symbol the user
+    deploys (``--max``), where the graph bounds it no lower."""
     if not inplace:
         model = copy.deepcopy(model)
     graph = model.graph
@@ -277,6 +279,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         rw["target"] = _original_name(rw["target"])
 
     result.ranges = _ranges(statics, an.upper, uppers, symbols, result.bounds)
+    for s, top in (maxima or {}).items():  # the user's largest size, where the graph allows no larger one
+        r = result.ranges[s]
+        if r.max is None or top < r.max:
+            r.max, r.reason = top, "--max"
     for s, expr in an.relations.items():
         result.ranges[s].equals = expr
         result.rewrites.append({"rule": "relation-check", "target": s,
@@ -284,27 +290,45 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     for s, k in multiples.items():
         result.ranges[s].multiple = result.ranges[s].min = k
     _set_io(model, specs, an, symbols, result)
-    _lean(model, specs, statics, result, multiples)
+    _lean(model, specs, statics, result, multiples, sources)
     return result
 
 
 def _lean(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int], result: Rewritten,
-          multiples: dict[str, int]) -> None:
-    """:mod:`rules.flat_gathers`, which reads the rewritten graph itself: analysed again (the rewrite's new
-    nodes have no infos yet) when it has a Gather of a flattened tensor."""
+          multiples: dict[str, int], sources: dict[str, tuple[str, int]]) -> None:
+    """The rules that read the rewritten graph itself, analysed again (the rewrite's new nodes have no
+    infos yet) when it has something for them: :mod:`rules.flat_gathers` (a Gather of a flattened tensor
+    at a computed index) and :mod:`rules.tables` (a Range, and a symbol with a maximum)."""
     graph = model.graph
     flattened = {n.output[0] for n in graph.node if n.op_type in ("Flatten", "Reshape")}
     consts = constant_names(graph)
-    if not any(n.op_type == "Gather" and n.input[0] in flattened and n.input[1] not in consts for n in graph.node):
+    gathers = any(n.op_type == "Gather" and n.input[0] in flattened and n.input[1] not in consts for n in graph.node)
+    tops = {s: r.max for s, r in result.ranges.items() if r.max is not None and r.equals is None}
+    ranges = bool(tops) and any(n.op_type == "Range" for n in graph.node)
+    if not (gathers or ranges):
         return
     name_nodes(graph)
     try:
         an = analyse_request(model, specs, statics, multiples, result.choices)
-        count = 0 if an.conflicts else flat_gathers.simplify(graph, an.infos, opset_of(model))
+        if an.conflicts:
+            return
+        count = flat_gathers.simplify(graph, an.infos, opset_of(model)) if gathers else 0
         if count:
             result.rewrites.append({"rule": "flat-gather", "target": "graph",
                                     "detail": f"{count} Gathers of a flattened tensor at its own positions "
                                               "became the tensor"})
+            _prune(graph)
+        taken = {t for n in all_nodes(graph) for t in n.output} | {t.name for t in graph.initializer}
+        rz = Realizer(an.symbols, sources, an.dim_sources, opset_of(model), an.relations, taken)
+        count = tables.tabulate(model, an.infos, an.symbols, tops, rz) if ranges else 0
+        if count:
+            result.rewrites.append({"rule": "position-table", "target": "graph",
+                                    "detail": f"{count} position-only computations read from tables at "
+                                              f"{', '.join(f'{s} = {n}' for s, n in tops.items())}"})
+            new_nodes = _toposort(list(rz.nodes) + list(graph.node), graph)
+            del graph.node[:]
+            graph.node.extend(new_nodes)
+            graph.initializer.extend(rz.inits)
             _prune(graph)
     finally:
         for n in all_nodes(graph):
