@@ -26,6 +26,23 @@ def tensor(name: str, shape, dtype=TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, dtype, shape)
 
 
+def mask_gather_model(cols: np.ndarray) -> onnx.ModelProto:
+    """transformers' padding mask as traced at batch 1: ``Flatten(mask)[cols + [[[[0]]]] * seq]`` (the
+    batch arange folded to a zero), reshaped to the index's shape; ``cols`` holds 16 column indices."""
+    nodes = [helper.make_node("Flatten", ["mask"], ["flat"], axis=2),
+             helper.make_node("Shape", ["mask"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one"], ["seq"]),
+             helper.make_node("Mul", ["zero", "seq"], ["off"]),
+             helper.make_node("Add", ["cols", "off"], ["idx"]),
+             helper.make_node("Gather", ["flat", "idx"], ["g"]),
+             helper.make_node("Shape", ["idx"], ["ishape"]),
+             helper.make_node("Reshape", ["g", "ishape"], ["y"])]
+    return make_model(nodes, [tensor("mask", [1, 16], TensorProto.INT64)],
+                      [tensor("y", [1, 1, 1, 16], TensorProto.INT64)],
+                      {"one": np.array([1], np.int64), "zero": np.zeros((1, 1, 1, 1), np.int64),
+                       "cols": cols.reshape(1, 1, 1, 16)})
+
+
 def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_model, run, tensor
-from onnx import TensorProto, helper
+from conftest import mask_gather_model, run
 
 from winml_dynify import dynify
 from winml_dynify.dims import N_POINTS
 from winml_dynify.rules.flat_gathers import _row_major
 
 
-def _mask_gather(cols: np.ndarray) -> object:
-    """transformers' padding mask: ``Flatten(mask)[batch_idx * seq + cols]``, traced at batch 1."""
-    nodes = [helper.make_node("Flatten", ["mask"], ["flat"], axis=2),
-             helper.make_node("Shape", ["mask"], ["shape"]),
-             helper.make_node("Gather", ["shape", "one"], ["seq"]),
-             helper.make_node("Mul", ["zero", "seq"], ["off"]),
-             helper.make_node("Add", ["cols", "off"], ["idx"]),
-             helper.make_node("Gather", ["flat", "idx"], ["g"]),
-             helper.make_node("Shape", ["idx"], ["ishape"]),
-             helper.make_node("Reshape", ["g", "ishape"], ["y"])]
-    return make_model(nodes, [tensor("mask", [1, 16], TensorProto.INT64)],
-                      [tensor("y", [1, 1, 1, 16], TensorProto.INT64)],
-                      {"one": np.array([1], np.int64), "zero": np.zeros((1, 1, 1, 1), np.int64),
-                       "cols": cols.reshape(1, 1, 1, 16)})
-
-
 def test_a_gather_of_a_flattened_mask_at_its_own_positions_becomes_the_mask(rng):
-    res = dynify(_mask_gather(np.arange(16, dtype=np.int64)), ["mask:0=batch", "mask:1=seq"])
+    res = dynify(mask_gather_model(np.arange(16, dtype=np.int64)), ["mask:0=batch", "mask:1=seq"])
     assert res.verified and any(r["rule"] == "flat-gather" for r in res.rewrites)
     ops = {n.op_type for n in res.model.graph.node}
     assert not ops & {"Gather", "Flatten", "Range"}
@@ -38,7 +21,7 @@ def test_a_gather_of_a_flattened_mask_at_its_own_positions_becomes_the_mask(rng)
 
 def test_a_gather_at_other_positions_stays_a_gather(rng):
     """Reversed columns: an affine index, but not the row-major position of each entry."""
-    res = dynify(_mask_gather(np.arange(16, dtype=np.int64)[::-1].copy()), ["mask:0=batch"])
+    res = dynify(mask_gather_model(np.arange(16, dtype=np.int64)[::-1].copy()), ["mask:0=batch"])
     assert res.verified and not any(r["rule"] == "flat-gather" for r in res.rewrites)
     assert "Gather" in {n.op_type for n in res.model.graph.node}
     mask = rng.integers(0, 2, (3, 16)).astype(np.int64)

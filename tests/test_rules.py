@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model, run, tensor
+from conftest import make_model, mask_gather_model, run, tensor
 from onnx import TensorProto, helper
 
 from winml_dynify import RefusedError, UsageError, dynify
@@ -181,17 +181,7 @@ def test_folded_batch_arange_in_a_flattened_mask_index(rng, axes):
     """The SDPA mask helper: index = arange(seq) + [[[[0]]]] * seq into Flatten(mask) of batch*seq.
     At batch 1 the batch arange folds to a zero; each sample must still read its own row, also when seq
     stays static (the row length is then the same at every size, but still read at run time)."""
-    m = make_model([helper.make_node("Flatten", ["mask"], ["flat"], axis=2),
-                    helper.make_node("Shape", ["mask"], ["shape"]),
-                    helper.make_node("Gather", ["shape", "one"], ["seq"]),
-                    helper.make_node("Mul", ["zero", "seq"], ["off"]),
-                    helper.make_node("Add", ["cols", "off"], ["idx"]),
-                    helper.make_node("Gather", ["flat", "idx"], ["g"]),
-                    helper.make_node("Shape", ["idx"], ["ishape"]),
-                    helper.make_node("Reshape", ["g", "ishape"], ["y"])],
-                   [tensor("mask", [1, 16], TensorProto.INT64)], [tensor("y", [1, 1, 1, 16], TensorProto.INT64)],
-                   {"one": np.array([1], np.int64), "zero": np.zeros((1, 1, 1, 1), np.int64),
-                    "cols": np.arange(16, dtype=np.int64).reshape(1, 1, 1, 16)})
+    m = mask_gather_model(np.arange(16, dtype=np.int64))
     res = dynify(m, axes)
     assert any(r["rule"] == "arange" for r in res.rewrites)
     mask = rng.integers(0, 2, (3, 5 if len(axes) == 2 else 16)).astype(np.int64)
