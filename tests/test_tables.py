@@ -6,6 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import make_model, run, tensor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from winml_dynify import UsageError, dynify
@@ -107,3 +109,51 @@ def _node(op: str, n_in: int, **attrs):
 ])
 def test_index_locality_op_by_op(op, ins, labels, in_labels, want):
     assert _kind(_node(op, len(ins)), ins, labels, in_labels) == want
+
+
+# --- property: random index-local programs over positions, against the static graph at each size ----------
+
+_UNARY = ["Abs", "Neg", "Sin", "Cos", "Exp", "Sigmoid", "Tanh"]
+_BINARY = ["Add", "Sub", "Mul", "Max", "Min"]
+
+
+def _program_model(steps: list[tuple[str, int, int]], seq: int):
+    """``x @ x^T + f(rows, cols)`` where ``f`` starts from float ``rows`` [seq, 1] and ``cols`` [1, seq]
+    (folded aranges) and applies ``steps``: (op, operand a, operand b) over the values made so far."""
+    vals = ["rows", "cols"]
+    nodes = [helper.make_node("Cast", ["rows_i"], ["rows"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["cols_i"], ["cols"], to=TensorProto.FLOAT)]
+    for k, (op, a, b) in enumerate(steps):
+        out = f"v{k}"
+        ins = [vals[a % len(vals)]] if op in _UNARY else [vals[a % len(vals)], vals[b % len(vals)]]
+        if op in ("Sin", "Cos", "Exp", "Sigmoid", "Tanh"):  # keep magnitudes moderate
+            nodes.append(helper.make_node("Mul", [ins[0], "tenth"], [f"{out}_s"]))
+            ins = [f"{out}_s"]
+        nodes.append(helper.make_node(op, ins, [out]))
+        vals.append(out)
+    nodes += [helper.make_node("Add", [vals[-1], "zero_ss"], ["bias"]),  # [seq, seq] whatever steps did
+              helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+              helper.make_node("MatMul", ["x", "xt"], ["scores"]),
+              helper.make_node("Add", ["scores", "bias"], ["y"])]
+    inits = {"rows_i": np.arange(seq, dtype=np.int64).reshape(seq, 1),
+             "cols_i": np.arange(seq, dtype=np.int64).reshape(1, seq),
+             "tenth": np.array(0.1, np.float32), "zero_ss": np.zeros((seq, seq), np.float32)}
+    return make_model(nodes, [tensor("x", [1, seq, 2])], [tensor("y", [1, seq, seq])], inits)
+
+
+@settings(max_examples=12, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(_UNARY + _BINARY), st.integers(0, 9), st.integers(0, 9)),
+                      min_size=1, max_size=6),
+       sizes=st.lists(st.integers(1, 12), min_size=1, max_size=3))
+def test_tabulated_programs_match_the_static_graph_at_each_size(monkeypatch, steps, sizes):
+    """Every table the rule writes (the gain threshold off) gives, at each size up to the maximum, what the
+    graph built at that size gives: ground truth independent of the rewrite."""
+    monkeypatch.setattr(tables, "MIN_GAIN", -100)
+    res = dynify(_program_model(steps, 6), ["x:0=batch", "x:1=seq"], maxima={"seq": 12}, verify=False)
+    assert any(r["rule"] == "position-table" for r in res.rewrites)
+    rng = np.random.default_rng(len(steps))
+    for s in sizes:
+        x = rng.standard_normal((2, s, 2)).astype(np.float32)
+        want = np.concatenate([run(_program_model(steps, s), {"x": x[i:i + 1]})[0] for i in range(2)])
+        np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
