@@ -70,7 +70,7 @@ class Realizer:
         self._cache: dict[object, str] = {}
         self._n = 0
         self.tags: list[onnx.StringStringEntryProto] = []
-        self._taken = taken or set()
+        self._taken = set(taken or ())
 
     def _name(self, kind: str) -> str:
         self._n += 1
@@ -97,7 +97,8 @@ class Realizer:
         """``op`` (no attributes) in a node whose name and output are ``dynify/<label>``, numbered when
         taken: the name onnxruntime's error shows when the node fails."""
         name = f"dynify/{label}"
-        name = name if name not in self._taken and all(n.name != name for n in self.nodes) else self._name(label)
+        name = name if name not in self._taken else self._name(label)
+        self._taken.add(name)
         node = helper.make_node(op, inputs, [name], name=name)
         node.metadata_props.extend(self.tags)
         self.nodes.append(node)
@@ -208,13 +209,8 @@ class Realizer:
         key = ("at_most", vals, limit)
         if key not in self._cache:
             label = describe(vals, self.symbols).replace("*", "_")
-            name = f"dynify/{label}_must_be_at_most_{limit}"
-            name = name if name not in self._taken else self._name(name.removeprefix("dynify/"))
             sizes = self.const(np.arange(limit + 1, dtype=np.int64), f"sizes_up_to_{limit}")
-            check = helper.make_node("Gather", [sizes, self.dim(vals)], [name], name=name)
-            check.metadata_props.extend(self.tags)
-            self.nodes.append(check)
-            self._cache[key] = name
+            self._cache[key] = self.labelled("Gather", [sizes, self.dim(vals)], f"{label}_must_be_at_most_{limit}")
         return self._cache[key]
 
     def rows(self, data: str, vals: Vals, limit: int, axis: int, offset: int = 0) -> str:

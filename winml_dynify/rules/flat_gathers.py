@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 
 from ..context import TInfo, constant_names
 from ..dims import N_POINTS, Vals
+from ..realize import at_opset
 
 Affine = tuple[Vals, list[Vals]]  # (offset, per-axis coefficient) at every sample point
 _ZERO = (0,) * N_POINTS
@@ -119,7 +120,7 @@ def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int
     producer = {o: n for n in graph.node for o in n.output}
     consts = constant_names(graph)
     memo: dict = {}
-    replaced: dict[int, list[onnx.NodeProto]] = {}
+    replaced: dict[int, onnx.NodeProto] = {}
     for n in graph.node:
         if n.op_type != "Gather" or n.domain not in ("", "ai.onnx") or n.input[1] in consts or \
                 any(a.name == "axis" and a.i != 0 for a in n.attribute) or n.input[0] not in producer:
@@ -134,9 +135,9 @@ def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int
         aff = affine(n.input[1], producer, infos, memo)
         added = _inserted(x, out)
         if aff is not None and added is not None and _row_major(x, index, aff):
-            replaced[id(n)] = _unsqueeze(flat_node.input[0], added, n, opset)
+            replaced[id(n)] = _unsqueeze(flat_node.input[0], added, n, graph, opset)
     if replaced:
-        nodes = [m for n in graph.node for m in replaced.get(id(n), [n])]
+        nodes = [replaced.get(id(n), n) for n in graph.node]
         del graph.node[:]
         graph.node.extend(nodes)
     return len(replaced)
@@ -157,18 +158,18 @@ def _inserted(src: list[Vals], dst: list[Vals]) -> list[int] | None:
     return added if k == len(src) else None
 
 
-def _unsqueeze(x: str, axes: list[int], gather: onnx.NodeProto, opset: int) -> list[onnx.NodeProto]:
-    """``x`` with unit axes ``axes`` inserted, under the name of ``gather``'s output and with its tags (an
-    Identity when there are none)."""
-    out, name, tags = gather.output[0], gather.name, list(gather.metadata_props)
-    if not axes:
-        nodes = [helper.make_node("Identity", [x], [out], name=name)]
-    elif opset >= 13:
-        nodes = [helper.make_node("Constant", [], [f"{out}/axes"], name=f"{name}/axes",
-                                  value=numpy_helper.from_array(np.array(axes, np.int64))),
-                 helper.make_node("Unsqueeze", [x, f"{out}/axes"], [out], name=name)]
-    else:
-        nodes = [helper.make_node("Unsqueeze", [x], [out], name=name, axes=axes)]
-    for n in nodes:
-        n.metadata_props.extend(tags)
-    return nodes
+def _unsqueeze(x: str, axes: list[int], gather: onnx.NodeProto, graph: onnx.GraphProto,
+               opset: int) -> onnx.NodeProto:
+    """``x`` with unit axes ``axes`` inserted (in the opset's form; axes that are an input become an
+    initializer of ``graph``), under the name of ``gather``'s output and with its tags (an Identity when
+    there are none)."""
+    out = gather.output[0]
+
+    def const(arr: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(arr, f"{out}/axes"))
+        return f"{out}/axes"
+
+    op, ins, attrs = at_opset("Unsqueeze", [x], {"axes": axes}, opset, const)[0] if axes else ("Identity", [x], {})
+    node = helper.make_node(op, ins, [out], name=gather.name, **attrs)
+    node.metadata_props.extend(gather.metadata_props)
+    return node

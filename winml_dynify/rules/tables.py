@@ -130,10 +130,9 @@ def classify(graph: onnx.GraphProto, infos: dict[str, TInfo], symbols: dict[str,
     return cls
 
 
-def _frontier(graph: onnx.GraphProto, cls: dict[str, str]) -> list[str]:
+def _frontier(graph: onnx.GraphProto, cls: dict[str, str], producer: dict[str, onnx.NodeProto]) -> list[str]:
     """Table tensors a node outside the tables reads (not only for its shape), except graph outputs and
     names a body reads (they keep their producers)."""
-    producer = {n.output[0]: n for n in graph.node if len(n.output) == 1}
     kept = {o.name for o in graph.output} | pinned_names(graph)
     read = set()
     for n in graph.node:
@@ -157,13 +156,12 @@ def _cone(name: str, producer: dict[str, onnx.NodeProto], cls: dict[str, str]) -
 
 
 def _evaluate(graph: onnx.GraphProto, names: list[str], nodes: list[onnx.NodeProto], infos: dict[str, TInfo],
-              env: dict[str, int], symbols: dict[str, Symbol], opsets, ir_version: int
+              env: dict[str, int], symbols: dict[str, Symbol], consts, opsets, ir_version: int
               ) -> list[np.ndarray] | None:
     """``names`` computed by ``nodes`` with every symbol at its size in ``env``: each ``Shape`` becomes a
     constant of its input's shape there, and onnxruntime runs the rest (optimisations off); None when some
     shape there is no polynomial of the symbols, or onnxruntime cannot compute them there."""
     order = {id(n): k for k, n in enumerate(graph.node)}
-    consts = constants(graph)
     made = {o for n in nodes for o in n.output}
     body, needed = [], set()
     for n in sorted(nodes, key=lambda n: order[id(n)]):
@@ -176,8 +174,7 @@ def _evaluate(graph: onnx.GraphProto, names: list[str], nodes: list[onnx.NodePro
                 if p is None:
                     return None
                 dims.append(p.evaluate(env))
-            start, end = _attr(n, "start", 0), _attr(n, "end", len(dims))
-            shape = np.array(dims, np.int64)[start:end if end else None]
+            shape = np.array(dims, np.int64)[_attr(n, "start", 0):_attr(n, "end", len(dims))]
             body.append(helper.make_node("Constant", [], list(n.output), value=numpy_helper.from_array(shape)))
             continue
         body.append(n)
@@ -233,17 +230,16 @@ def _read(table: np.ndarray, labels: list[Label], symbols: dict[str, Symbol], to
 
 def tabulate(model: onnx.ModelProto, infos: dict[str, TInfo], symbols: dict[str, Symbol], tops: dict[str, int],
              rz: Realizer) -> int:
-    """Replace each worthwhile table tensor (its computation has ``MIN_NODES`` nodes or more, its value at
-    the maxima ``tops`` fits ``TABLE_BYTES``) by a Slice of its value at the maxima; the nodes and
+    """Replace the table tensors whose value at the maxima ``tops`` fits ``TABLE_BYTES`` by a read of that
+    value (:func:`_read`), when together they save ``MIN_GAIN`` run-time nodes or more; the nodes and
     initializers are added to ``rz``, the readers rewired in ``model``. Returns how many."""
     graph = model.graph
-    if not tops or not any(n.op_type == "Range" for n in graph.node):
-        return 0
     cls = classify(graph, infos, symbols, tops)
     producer = {n.output[0]: n for n in graph.node if len(n.output) == 1}
+    consts = constants(graph)
     env = {s: symbols[s].static for s in symbols} | tops
     picked, cones, budget = [], [], 4 * TABLE_BYTES
-    for t in sorted(_frontier(graph, cls)):
+    for t in sorted(_frontier(graph, cls, producer)):
         labels = _labels(infos[t], symbols, tops)
         size = math.prod(env[x] if isinstance(x, str) else x for x in labels)
         nbytes = size * np.dtype(helper.tensor_dtype_to_np_dtype(infos[t].dtype)).itemsize
@@ -252,10 +248,10 @@ def tabulate(model: onnx.ModelProto, infos: dict[str, TInfo], symbols: dict[str,
             cones.extend(_cone(t, producer, cls))
             budget -= nbytes
     unique = list({id(n): n for n in cones}.values())
-    saved = _distinct([n for n in unique if cls[n.output[0]] == TABLE], producer, constants(graph))
+    saved = _distinct([n for n in unique if cls[n.output[0]] == TABLE], producer, consts)
     if not picked or saved - READ_COST * len(picked) < MIN_GAIN:
         return 0
-    values = _evaluate(graph, picked, unique, infos, env, symbols, list(model.opset_import),
+    values = _evaluate(graph, picked, unique, infos, env, symbols, consts, list(model.opset_import),
                        model.ir_version)
     if values is None:
         return 0
