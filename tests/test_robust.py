@@ -216,6 +216,17 @@ def _custom_model(on_shape_path: bool) -> onnx.ModelProto:
     return m
 
 
+def _mistyped() -> onnx.ModelProto:
+    """A Cast to float32 writing into an edge the model declares float16 (as onnxconverter-common's
+    keep_io_types output does): not a valid model."""
+    f16 = onnx.TensorProto.FLOAT16
+    m = make_model([helper.make_node("Cast", ["x"], ["c"], to=onnx.TensorProto.FLOAT),
+                    helper.make_node("Add", ["c", "x"], ["y"])],
+                   [helper.make_tensor_value_info("x", f16, [2, 3])], [helper.make_tensor_value_info("y", f16, [2, 3])])
+    m.graph.value_info.append(helper.make_tensor_value_info("c", f16, [2, 3]))
+    return m
+
+
 def _duplicate_inputs() -> onnx.ModelProto:
     m = relu_model()
     m.graph.input.append(tensor("x", [2, 3]))
@@ -231,6 +242,7 @@ def _duplicate_inputs() -> onnx.ModelProto:
                                     [tensor("y", [2, 3])]), "negative dim (-3)"),
     ("custom-off-path", lambda: _custom_model(False), "onnxruntime cannot run the input model"),
     ("custom-on-path", lambda: _custom_model(True), "onnxruntime cannot run the input model"),
+    ("mistyped", _mistyped, "the input model itself fails onnx's strict type and shape inference"),
 ])
 def test_hostile_models_are_usage_errors(cli_run, tmp_path, name, model, needle):
     src = save(model(), tmp_path / f"{name}.onnx")

@@ -115,7 +115,7 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     _check_maxima(maxima, statics)
     done = rewrite(original, specs, statics, inplace=in_place, maxima=maxima)
     _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
-    analysed = _self_check(done.model, specs, statics, done.ranges, done.choices)
+    analysed = _self_check(done.model, specs, statics, done.ranges, done.choices, before)
     _record_metadata(done.model, done.ranges)
     conform(before, done.model)
     known = value_info.analysed_shapes(analysed.infos, analysed.symbols)
@@ -209,10 +209,12 @@ def _keep_recorded(ranges: dict[str, SymbolRange], recorded: dict[str, SymbolRan
 
 
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
-                ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding]) -> Analysis:
+                ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding],
+                original: onnx.ModelProto) -> Analysis:
     """The rewritten graph must analyse (under the same Reshape choices) with nothing left to bind or
     rewrite, and onnx must infer it strictly; returns that analysis. Works on ``model`` itself (node names
-    are restored after), and infers shapes on a copy without the weights: no weight is copied."""
+    are restored after), and infers shapes on a copy without the weights: no weight is copied. When strict
+    inference fails on the ``original`` too, the input is at fault, and the error says so."""
     names = [n.name for n in all_nodes(model.graph)]
     name_nodes(model.graph)
     try:
@@ -238,12 +240,23 @@ def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str
                 value = values[d.dim_param]
                 d.Clear()
                 d.dim_value = value
+    reason = _strict_inference_problem(light)
+    if reason is None:
+        return an
+    own = _strict_inference_problem(value_info.shapes_only(original))
+    if own is not None:
+        raise UsageError(f"the input model itself fails onnx's strict type and shape inference ({own}): "
+                         "it is not a valid model; fix it first (e.g. re-run the converter that wrote it)")
+    raise RefusedError(f"onnx shape inference rejects the rewritten graph: {reason}")
+
+
+def _strict_inference_problem(model: onnx.ModelProto) -> str | None:
+    """The first line of onnx's strict type and shape inference error on ``model``, or None."""
     try:
-        onnx.shape_inference.infer_shapes(light, check_type=True, strict_mode=True, data_prop=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as e:  # onnx raises InferenceError and friends
-        reason = str(e).splitlines()[0][:300]
-        raise RefusedError(f"onnx shape inference rejects the rewritten graph: {reason}") from None
-    return an
+        return " ".join(str(e).split())[:300]
+    return None
 
 
 def _inside(value: int, r: SymbolRange) -> int:
