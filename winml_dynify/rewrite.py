@@ -19,6 +19,7 @@ from .rules import (
     divisor,
     flat_gathers,
     grids,
+    identities,
     reshape_chains,
     reshape_targets,
     row_index,
@@ -263,6 +264,10 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     if folded:
         result.rewrites.append({"rule": "static-shape", "target": "graph",
                                 "detail": f"{folded} shape computations the symbols do not reach became constants"})
+    dropped = identities.drop(graph, an.infos)
+    if dropped:
+        result.rewrites.append({"rule": "identity", "target": "graph",
+                                "detail": f"{dropped} And/Or with an identity constant read their other operand"})
     shared = shared_shapes.share(graph, an.infos, symbols, rz)
     if shared:
         result.rewrites.append({"rule": "shared-shape", "target": "graph",

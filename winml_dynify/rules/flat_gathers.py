@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..context import TInfo, constant_names
+from ..context import TInfo, constant_names, pinned_names
 from ..dims import N_POINTS, Vals
 from ..realize import at_opset
 
@@ -24,6 +24,7 @@ Affine = tuple[Vals, list[Vals]]  # (offset, per-axis coefficient) at every samp
 _ZERO = (0,) * N_POINTS
 _UNIT = (1,) * N_POINTS
 _INTEGER = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+_ORDER_KEEPING = {"Reshape", "Unsqueeze", "Squeeze", "Flatten"}
 
 
 def _dims(info: TInfo | None) -> list[Vals] | None:
@@ -116,8 +117,15 @@ def _row_major(x: list[Vals], index: list[Vals], aff: Affine) -> bool:
 def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int:
     """Replace each top-level ``Gather(flat, index)`` whose ``flat`` is a row-major reshape of some ``x``
     (all entries on axis 0) and whose index is the row-major position of every entry of ``x`` by
-    ``x`` with unit axes inserted, under the Gather's output name. Returns how many."""
+    ``x`` with unit axes inserted, under the Gather's output name. When the Gather's one reader only
+    moves unit axes too (a Reshape, Unsqueeze, Squeeze or Flatten whose output is also ``x`` with unit
+    axes inserted), that reader is the one replaced, and the Gather is left for pruning. Returns how many."""
     producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    pinned = pinned_names(graph)
     consts = constant_names(graph)
     memo: dict = {}
     replaced: dict[int, onnx.NodeProto] = {}
@@ -134,13 +142,28 @@ def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int
             continue
         aff = affine(n.input[1], producer, infos, memo)
         added = _inserted(x, out)
-        if aff is not None and added is not None and _row_major(x, index, aff):
-            replaced[id(n)] = _unsqueeze(flat_node.input[0], added, n, graph, opset)
+        if aff is None or added is None or not _row_major(x, index, aff):
+            continue
+        node, added = _unit_axes_reader(n, x, readers, pinned, infos) or (n, added)
+        replaced[id(node)] = _unsqueeze(flat_node.input[0], added, node, graph, opset)
     if replaced:
         nodes = [replaced.get(id(n), n) for n in graph.node]
         del graph.node[:]
         graph.node.extend(nodes)
     return len(replaced)
+
+
+def _unit_axes_reader(gather: onnx.NodeProto, x: list[Vals], readers: dict[str, list[onnx.NodeProto]],
+                      pinned: set[str], infos: dict[str, TInfo]) -> tuple[onnx.NodeProto, list[int]] | None:
+    """The Gather's only reader and the unit axes its output inserts into ``x``, when that reader keeps
+    the order of the elements and its output is ``x`` with unit axes inserted."""
+    users = readers.get(gather.output[0], [])
+    if gather.output[0] in pinned or len(users) != 1 or users[0].op_type not in _ORDER_KEEPING or \
+            users[0].domain not in ("", "ai.onnx") or users[0].input[0] != gather.output[0]:
+        return None
+    out = _dims(infos.get(users[0].output[0]))
+    added = None if out is None else _inserted(x, out)
+    return None if added is None else (users[0], added)
 
 
 def _inserted(src: list[Vals], dst: list[Vals]) -> list[int] | None:
@@ -158,18 +181,18 @@ def _inserted(src: list[Vals], dst: list[Vals]) -> list[int] | None:
     return added if k == len(src) else None
 
 
-def _unsqueeze(x: str, axes: list[int], gather: onnx.NodeProto, graph: onnx.GraphProto,
+def _unsqueeze(x: str, axes: list[int], replaced: onnx.NodeProto, graph: onnx.GraphProto,
                opset: int) -> onnx.NodeProto:
     """``x`` with unit axes ``axes`` inserted (in the opset's form; axes that are an input become an
-    initializer of ``graph``), under the name of ``gather``'s output and with its tags (an Identity when
+    initializer of ``graph``), under the name of ``replaced``'s output and with its tags (an Identity when
     there are none)."""
-    out = gather.output[0]
+    out = replaced.output[0]
 
     def const(arr: np.ndarray) -> str:
         graph.initializer.append(numpy_helper.from_array(arr, f"{out}/axes"))
         return f"{out}/axes"
 
     op, ins, attrs = at_opset("Unsqueeze", [x], {"axes": axes}, opset, const)[0] if axes else ("Identity", [x], {})
-    node = helper.make_node(op, ins, [out], name=gather.name, **attrs)
-    node.metadata_props.extend(gather.metadata_props)
+    node = helper.make_node(op, ins, [out], name=replaced.name, **attrs)
+    node.metadata_props.extend(replaced.metadata_props)
     return node
