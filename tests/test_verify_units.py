@@ -105,6 +105,15 @@ def test_check_shapes_stay_inside_range_and_multiple():
         assert 16 <= shape["h"] <= 64 and shape["h"] % 16 == 0
 
 
+def test_the_largest_batch_moves_into_the_joint_shape_only_where_an_oracle_covers_it():
+    ranges = {"batch": SymbolRange("batch", 1, 1, None), "seq": SymbolRange("seq", 16, 1, 64)}
+    shapes = check_shapes(ranges, {"batch": "batch", "seq": "seq"})
+    assert {"batch": 3, "seq": 16} not in shapes and {"batch": 3, "seq": 7} in shapes
+    assert {"batch": 2, "seq": 16} in shapes
+    shapes = check_shapes(ranges, {"batch": "batch", "seq": "other"})  # no oracle for seq: keep (3, 16)
+    assert {"batch": 3, "seq": 16} in shapes and {"batch": 2, "seq": 32} in shapes
+
+
 def test_report_has_per_phase_timings(rng):
     res = dynify(_one_hot_bytes(rng), ["ids:0=batch"])
     timings = res.report.as_dict()["timings"]

@@ -9,9 +9,10 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
                  override: dict[str, list[int]] | None = None) -> list[dict[str, int]]:
     """The original shape, each symbol moved alone through its values, then all moved together. A symbol
     the graph requires to equal a polynomial of the others (``total == past + seq``) follows them; shapes
-    past a joint bound (``past + seq <= 48``) are left out. With other symbols beside it, the batch's last
-    value is checked in the joint shape only: a batch at the other symbols' exported sizes is the costliest
-    check, and one batch value there is enough to show the samples stay apart."""
+    past a joint bound (``past + seq <= 48``) are left out. When an oracle covers the joint shape (every
+    other symbol is a padded or prefix sequence), the batch's last value is checked there only: a batch at
+    the other symbols' exported sizes is the costliest check, and one batch value there is enough to show
+    the samples stay apart."""
     per: dict[str, list[int]] = {}
     for s, r in ranges.items():
         if r.equals is not None:
@@ -30,7 +31,9 @@ def check_shapes(ranges: dict[str, SymbolRange], roles: dict[str, str],
                   if c >= r.min and (top is None or c <= top) and c != v and c % r.multiple == 0][:4]
     base = {s: r.static for s, r in ranges.items()}
     joint = len(per) > 1 and all(per.values())
-    last = {s: vals[-1] for s, vals in per.items() if joint and roles.get(s) == "batch" and len(vals) > 1}
+    covered = all(roles.get(s) in ("batch", "seq", "prefix") for s in per)  # an oracle checks the joint shape
+    last = {s: vals[-1] for s, vals in per.items()
+            if joint and covered and roles.get(s) == "batch" and len(vals) > 1}
     shapes = [dict(base)]
     for s, vals in per.items():
         shapes += [{**base, s: v} for v in vals if last.get(s) != v]
