@@ -321,7 +321,7 @@ def _lean(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]
         if count:
             result.rewrites.append({"rule": "flat-gather", "target": "graph",
                                     "detail": f"{count} Gathers of a flattened tensor at its own positions "
-                                              "became the tensor"})
+                                              "became the tensor, or at a row's ArgMax a GatherND"})
             _prune(graph)
         taken = {t for n in all_nodes(graph) for t in n.output} | {t.name for t in graph.initializer}
         rz = Realizer(an.symbols, sources, an.dim_sources, opset_of(model), an.relations, taken)

@@ -1,4 +1,5 @@
-"""A Gather of a flattened tensor at its own row-major positions is that tensor with unit axes inserted.
+"""A Gather of a flattened tensor at its own row-major positions is that tensor with unit axes inserted;
+at each row's ArgMax, a GatherND.
 
 Transformers builds its padding mask as ``mask.flatten()[batch_idx * seq + kv_idx]`` (``vmap`` over the
 index functions); a static export folds the index to a constant, and the rewritten graph computes it
@@ -6,6 +7,8 @@ from two Ranges at every call. When the index is exactly the row-major position 
 flattened tensor, in order, the Gather returns the tensor itself: the rule reads the index as an affine
 function of its own indices, ``c + sum(coef_k * i_k)``, with ``c`` and each ``coef_k`` known at every
 sample point of the analysis, and compares it with the row-major strides of the tensor before flattening.
+An index that is that position for all axes but the last, plus an ArgMax over the last (which stays in
+its row), picks one row entry per leading index: ``h[arange(b), ids.argmax(-1)]``, a GatherND.
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int
     pinned = pinned_names(graph)
     consts = constant_names(graph)
     memo: dict = {}
-    replaced: dict[int, onnx.NodeProto] = {}
+    replaced: dict[int, list[onnx.NodeProto]] = {}
     for n in graph.node:
         if n.op_type != "Gather" or n.domain not in ("", "ai.onnx") or n.input[1] in consts or \
                 any(a.name == "axis" and a.i != 0 for a in n.attribute) or n.input[0] not in producer:
@@ -137,20 +140,84 @@ def simplify(graph: onnx.GraphProto, infos: dict[str, TInfo], opset: int) -> int
         if flat_node.op_type not in ("Flatten", "Reshape") or flat_node.domain not in ("", "ai.onnx"):
             continue
         x, flat, index, out = (_dims(infos.get(t)) for t in (flat_node.input[0], *n.input, n.output[0]))
-        if None in (x, flat, index, out) or not x or any(d != _UNIT for d in flat[1:]) or \
-                flat[0] != tuple(math.prod(v) for v in zip(*x, strict=True)):
+        if None in (x, flat, index, out) or not x:
+            continue
+        if opset >= 12:
+            pick = _row_pick(n.input[1], x, flat, index, producer, infos, memo)
+            if pick is not None:
+                replaced[id(n)] = _gather_nd(flat_node.input[0], pick, len(index), n, graph, opset)
+                continue
+        if any(d != _UNIT for d in flat[1:]) or flat[0] != tuple(math.prod(v) for v in zip(*x, strict=True)):
             continue
         aff = affine(n.input[1], producer, infos, memo)
         added = _inserted(x, out)
         if aff is None or added is None or not _row_major(x, index, aff):
             continue
         node, added = _unit_axes_reader(n, x, readers, pinned, infos) or (n, added)
-        replaced[id(node)] = _unsqueeze(flat_node.input[0], added, node, graph, opset)
+        replaced[id(node)] = [_unsqueeze(flat_node.input[0], added, node, graph, opset)]
     if replaced:
-        nodes = [replaced.get(id(n), n) for n in graph.node]
+        nodes = [m for n in graph.node for m in replaced.get(id(n), [n])]
         del graph.node[:]
         graph.node.extend(nodes)
     return len(replaced)
+
+
+def _row_pick(name: str, x: list[Vals], flat: list[Vals], index: list[Vals], producer: dict[str, onnx.NodeProto],
+              infos: dict[str, TInfo], memo: dict) -> str | None:
+    """For a Gather of ``flat`` (``x`` with its first ``k`` axes merged) at ``name``: the tensor ``p`` of
+    an index ``row-major position of (i_0 .. i_{k-2}) * x[k-1] + p[i_0 .. i_{k-2}]`` whose ``p`` is an
+    ArgMax/ArgMin over an axis of ``x[k-1]`` entries (so inside the row), or None. That Gather picks
+    ``x[i_0, .., i_{k-2}, p[i_0, .., i_{k-2}]]``: CLIP's end-of-text pooling, the last-token pick of
+    transformers' sequence classifiers (``h[arange(b), last_non_pad]``)."""
+    k = len(index) + 1
+    n = producer.get(name)
+    if n is None or n.op_type != "Add" or len(x) < k or flat[1:] != x[k:] or \
+            flat[0] != tuple(math.prod(v) for v in zip(*x[:k], strict=True)) or index != x[:k - 1]:
+        return None
+    for a, p in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
+        aff = affine(a, producer, infos, memo)
+        if aff is None or aff[0] != _ZERO or _dims(infos.get(p)) != index or not _in_row(p, x[k - 1], producer, infos):
+            continue
+        coefs = _aligned(aff, _dims(infos.get(a)), len(index))
+        strides = [tuple(math.prod(v) for v in zip(*x[j + 1:k], strict=True)) for j in range(k - 1)]
+        if coefs == strides:
+            return p
+    return None
+
+
+def _in_row(name: str, size: Vals, producer: dict[str, onnx.NodeProto], infos: dict[str, TInfo]) -> bool:
+    """Whether ``name`` is an ArgMax/ArgMin (through Casts to integers) without kept dims over an axis of
+    ``size`` entries: every value lies in ``[0, size)``."""
+    n = producer.get(name)
+    while n is not None and n.op_type == "Cast" and infos.get(n.input[0]) is not None and \
+            infos[n.input[0]].dtype in _INTEGER:
+        n = producer.get(n.input[0])
+    if n is None or n.op_type not in ("ArgMax", "ArgMin") or n.domain not in ("", "ai.onnx"):
+        return False
+    attrs = {a.name: a.i for a in n.attribute}
+    src = _dims(infos.get(n.input[0]))
+    if src is None or attrs.get("keepdims", 1) != 0:
+        return False
+    return src[attrs.get("axis", 0) % len(src)] == size
+
+
+def _gather_nd(x: str, pick: str, batch: int, gather: onnx.NodeProto, graph: onnx.GraphProto,
+               opset: int) -> list[onnx.NodeProto]:
+    """``GatherND(x, pick[..., None], batch_dims=batch)`` under the name of ``gather``'s output, with its
+    tags: the Unsqueeze and the GatherND, in order."""
+    out = gather.output[0]
+
+    def const(arr: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(arr, f"{out}/axes"))
+        return f"{out}/axes"
+
+    op, ins, attrs = at_opset("Unsqueeze", [pick], {"axes": [batch]}, opset, const)[0]
+    index = f"{out}/index"
+    unsqueeze = helper.make_node(op, ins, [index], name=f"{gather.name}/index", **attrs)
+    node = helper.make_node("GatherND", [x, index], [out], name=gather.name, batch_dims=batch)
+    for m in (unsqueeze, node):
+        m.metadata_props.extend(gather.metadata_props)
+    return [unsqueeze, node]
 
 
 def _unit_axes_reader(gather: onnx.NodeProto, x: list[Vals], readers: dict[str, list[onnx.NodeProto]],
