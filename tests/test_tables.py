@@ -58,7 +58,7 @@ def test_a_relative_position_bias_is_read_from_a_table_at_the_given_maximum(rng)
     model, emb = _bias_model()
     res = dynify(model, ["x:0=batch", "x:1=seq"], maxima={"seq": 20})
     assert res.verified and res.ranges["seq"].max == 20 and res.ranges["seq"].reason == "--max"
-    assert any(r["rule"] == "position-table" for r in res.rewrites)
+    assert any(r["rule"] == "position-table" for r in res.rewrites) and not res.notes
     ops = {n.op_type for n in res.model.graph.node}
     assert not ops & {"Log", "Abs", "Where", "Range"}, ops
     for shape in [(2, 3), (1, 20), (3, 1), (2, 8)]:
@@ -73,6 +73,7 @@ def test_without_a_maximum_the_bias_is_computed_at_run_time(rng):
     res = dynify(model, ["x:0=batch", "x:1=seq"])
     assert res.verified and res.ranges["seq"].max is None
     assert not any(r["rule"] == "position-table" for r in res.rewrites)
+    assert len(res.notes) == 1 and "compute from seq positions alone; --max seq=N" in res.notes[0]  # the advice
     x = rng.standard_normal((2, 30, 4)).astype(np.float32)
     np.testing.assert_allclose(run(res.model, {"x": x})[0], _reference(x, emb), rtol=1e-5, atol=1e-5)
 

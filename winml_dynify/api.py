@@ -124,7 +124,8 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     if problem and not checker_problem(before):
         raise RefusedError(f"the rewritten model fails onnx.checker (full check) although the input passes: "
                            f"{problem}")
-    result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, selections=selections)
+    result = DynifyResult(done.model, specs, done.ranges, done.rewrites, done.outputs, notes=list(done.notes),
+                          selections=selections)
     check_outputs(list(expect_outputs), result.outputs)
     if verify:
         unknown = [s for s in (shapes or {}) if s not in statics]

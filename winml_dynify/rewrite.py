@@ -68,6 +68,7 @@ class Rewritten:
     # Reshape choices revised by the analysis, keyed by the Reshape's output (node names are temporary)
     choices: dict[tuple[str, int], Binding] = field(default_factory=dict)
     bounds: list[tuple[Poly, int, str]] = field(default_factory=list)  # sizes of several symbols: (size, max, why)
+    notes: list[str] = field(default_factory=list)  # advice to the user (a --max that would pay)
 
 
 def _input_dims(model: onnx.ModelProto, specs: list[AxisSpec], symbols: dict[str, Symbol]) -> dict[str, list[Vals]]:
@@ -303,14 +304,17 @@ def _lean(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]
           multiples: dict[str, int], sources: dict[str, tuple[str, int]]) -> None:
     """The rules that read the rewritten graph itself, analysed again (the rewrite's new nodes have no
     infos yet) when it has something for them: :mod:`rules.flat_gathers` (a Gather of a flattened tensor
-    at a computed index) and :mod:`rules.tables` (a Range, and a symbol with a maximum)."""
+    at a computed index) and :mod:`rules.tables` (a Range, and a symbol with a maximum). A symbol with no
+    maximum whose tables would pay gets a note that says so."""
     graph = model.graph
     flattened = {n.output[0] for n in graph.node if n.op_type in ("Flatten", "Reshape")}
     consts = constant_names(graph)
     gathers = any(n.op_type == "Gather" and n.input[0] in flattened and n.input[1] not in consts for n in graph.node)
     tops = {s: r.max for s, r in result.ranges.items() if r.max is not None and r.equals is None}
-    ranges = bool(tops) and any(n.op_type == "Range" for n in graph.node)
-    if not (gathers or ranges):
+    open_ended = [s for s, r in result.ranges.items() if r.max is None and r.equals is None]
+    has_range = any(n.op_type == "Range" for n in graph.node)
+    ranges = bool(tops) and has_range
+    if not (gathers or (has_range and (tops or open_ended))):
         return
     name_nodes(graph)
     try:
@@ -325,6 +329,12 @@ def _lean(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int]
             _prune(graph)
         taken = {t for n in all_nodes(graph) for t in n.output} | {t.name for t in graph.initializer}
         rz = Realizer(an.symbols, sources, an.dim_sources, opset_of(model), an.relations, taken)
+        base = tables.gain(graph, an.infos, an.symbols, tops) if tops and open_ended and has_range else 0
+        for s in open_ended if has_range else []:  # counted at the exported size: what --max would add
+            net = tables.gain(graph, an.infos, an.symbols, {**tops, s: an.symbols[s].static}) - base
+            if net >= tables.MIN_GAIN:
+                result.notes.append(f"{net} run-time nodes compute from {s} positions alone; --max {s}=N (the "
+                                    f"largest {s} deployed) would store them as tables, read back at each call")
         count = tables.tabulate(model, an.infos, an.symbols, tops, rz) if ranges else 0
         if count:
             result.rewrites.append({"rule": "position-table", "target": "graph",

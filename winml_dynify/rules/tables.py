@@ -228,15 +228,12 @@ def _read(table: np.ndarray, labels: list[Label], symbols: dict[str, Symbol], to
     return rz.labelled("Reshape", [cut, rz.vector(dims)], label)
 
 
-def tabulate(model: onnx.ModelProto, infos: dict[str, TInfo], symbols: dict[str, Symbol], tops: dict[str, int],
-             rz: Realizer) -> int:
-    """Replace the table tensors whose value at the maxima ``tops`` fits ``TABLE_BYTES`` by a read of that
-    value (:func:`_read`), when together they save ``MIN_GAIN`` run-time nodes or more; the nodes and
-    initializers are added to ``rz``, the readers rewired in ``model``. Returns how many."""
-    graph = model.graph
+def _plan(graph: onnx.GraphProto, infos: dict[str, TInfo], symbols: dict[str, Symbol], tops: dict[str, int],
+          consts) -> tuple[dict[str, str], list[str], list[onnx.NodeProto], int]:
+    """The tensor classes, the table tensors that fit ``TABLE_BYTES`` at the maxima ``tops``, the nodes of
+    their cones, and the run-time nodes they save once read back (0 when none is picked)."""
     cls = classify(graph, infos, symbols, tops)
     producer = {n.output[0]: n for n in graph.node if len(n.output) == 1}
-    consts = constants(graph)
     env = {s: symbols[s].static for s in symbols} | tops
     picked, cones, budget = [], [], 4 * TABLE_BYTES
     for t in sorted(_frontier(graph, cls, producer)):
@@ -249,8 +246,26 @@ def tabulate(model: onnx.ModelProto, infos: dict[str, TInfo], symbols: dict[str,
             budget -= nbytes
     unique = list({id(n): n for n in cones}.values())
     saved = _distinct([n for n in unique if cls[n.output[0]] == TABLE], producer, consts)
-    if not picked or saved - READ_COST * len(picked) < MIN_GAIN:
+    return cls, picked, unique, saved - READ_COST * len(picked) if picked else 0
+
+
+def gain(graph: onnx.GraphProto, infos: dict[str, TInfo], symbols: dict[str, Symbol], tops: dict[str, int]) -> int:
+    """The run-time nodes tables at the maxima ``tops`` would save, net of their reads: what a ``--max``
+    not given would buy (counted at the exported sizes, so no table is too large to count)."""
+    return _plan(graph, infos, symbols, tops, constants(graph))[3]
+
+
+def tabulate(model: onnx.ModelProto, infos: dict[str, TInfo], symbols: dict[str, Symbol], tops: dict[str, int],
+             rz: Realizer) -> int:
+    """Replace the table tensors whose value at the maxima ``tops`` fits ``TABLE_BYTES`` by a read of that
+    value (:func:`_read`), when together they save ``MIN_GAIN`` run-time nodes or more; the nodes and
+    initializers are added to ``rz``, the readers rewired in ``model``. Returns how many."""
+    graph = model.graph
+    consts = constants(graph)
+    cls, picked, unique, net = _plan(graph, infos, symbols, tops, consts)
+    if net < MIN_GAIN:
         return 0
+    env = {s: symbols[s].static for s in symbols} | tops
     values = _evaluate(graph, picked, unique, infos, env, symbols, consts, list(model.opset_import),
                        model.ir_version)
     if values is None:
