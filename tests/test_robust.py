@@ -20,7 +20,7 @@ from conftest import FIXTURES, make_model, run, tensor
 from onnx import TensorProto, helper, numpy_helper
 
 from winml_dynify import cli, dynify
-from winml_dynify.errors import EXIT_VERIFY_FAILED, Interrupted
+from winml_dynify.errors import EXIT_VERIFY_FAILED, Interrupted, UsageError
 from winml_dynify.verify import oracles
 
 BERT = FIXTURES / "bert_tiny" / "s0_batch1_seq16.onnx"
@@ -394,3 +394,14 @@ def test_scalar_integer_inputs_are_never_zero_in_checks(tmp_path):
                         tmp_path / "o.onnx"], capture_output=True, text=True)  # a crash must not end the tests
     assert p.returncode in (0, 1, 3), p.stderr
     assert p.stderr.count("\n") <= 1 and "Traceback" not in p.stderr
+
+
+def test_a_model_that_draws_random_numbers_is_not_verified_but_can_be_rewritten():
+    """ViTMAE's patch shuffle (``RandomUniformLike``): no two runs agree, so no check could pass; the error
+    says so instead of reporting a failed check, and ``--no-check`` still rewrites it."""
+    m = make_model([helper.make_node("RandomUniformLike", ["x"], ["noise"]),
+                    helper.make_node("Add", ["x", "noise"], ["y"])],
+                   [tensor("x", [2, 4])], [tensor("y", [2, 4])])
+    with pytest.raises(UsageError, match=r"'noise' \(RandomUniformLike\) draws random numbers"):
+        dynify(m, ["x:0=batch"])
+    assert dynify(m, ["x:0=batch"], verify=False).outputs["y"] == ["batch", 4]

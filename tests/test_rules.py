@@ -294,6 +294,23 @@ def test_flattened_feature_map_splits_back_into_height_and_width(rng):
     np.testing.assert_array_equal(y, c)
 
 
+@pytest.mark.parametrize("grid", [[1, 2, 1, 1], [1, 1, 1, 2]])
+def test_a_feature_map_flattened_at_1x1_is_refused_not_guessed(grid):
+    """The same at a 2x2 input: the conv gives 1x1, so ``[1, 2, 1]`` -> ``[1, 2, 1, 1]`` (or, channels last,
+    ``[1, 1, 1, 2]``) could be ``[b, C, h', w']`` or ``[b, C, h'*w', 1]``: no shape tells which (PVTv2 at
+    32x32 took the second, and was wrong at 64x64)."""
+    w = np.ones((2, 3, 3, 3), np.float32)
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                    helper.make_node("Reshape", ["c", "flat"], ["f"]),
+                    helper.make_node("Transpose", ["f"], ["t"], perm=[0, 2, 1]),
+                    helper.make_node("Reshape", ["t" if grid[-1] == 2 else "f", "grid"], ["y"])],
+                   [tensor("x", [1, 3, 2, 2])], [tensor("y", grid)],
+                   {"w": w, "flat": np.array([1, 2, 1], np.int64), "grid": np.array(grid, np.int64)})
+    with pytest.raises(RefusedError, match=r"cannot tell whether input dim \d .* spreads over target entries"):
+        dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])
+    assert dynify(m, ["x:0=batch"]).verified  # batch alone: the 1s are static
+
+
 def test_an_input_already_dynamic_in_batch_keeps_it_when_seq_is_added(rng):
     """ids [batch, 16]: asking for seq alone carries the existing batch symbol through the rewrite."""
     table = rng.standard_normal((64, 8)).astype(np.float32)

@@ -140,13 +140,23 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     return result
 
 
+RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Multinomial", "Bernoulli"}
+
+
 def _verify(original: onnx.ModelProto, done: Rewritten, specs: list[AxisSpec], statics: dict[str, int],
             shapes: dict[str, list[int]] | None, references: Sequence[str], provider: str, seed: int,
             levels: list[str], progress: Callable[[int, int], None] | None,
             data_dir: str | None = None, source: str | None = None, staged: str | None = None) -> VerifyReport:
     """Run the parity checks that fit the memory budget (the others are reported unverified). An input
-    model onnxruntime cannot run is a usage error (``--no-check`` skips verification). ``staged``: the
+    model onnxruntime cannot run, or one that draws random numbers, is a usage error (``--no-check`` skips
+    verification). ``staged``: the
     rewritten model's file, when it was written before verification."""
+    drawn = next((n for n in all_nodes(original.graph) if n.op_type in RANDOM_OPS and n.domain in ("", "ai.onnx")),
+                 None)
+    if drawn is not None:
+        raise UsageError(f"node {drawn.name or drawn.output[0]!r} ({drawn.op_type}) draws random numbers: the "
+                         "model's outputs differ from run to run, so no parity check can hold; --no-check skips "
+                         "verification")
     too_big = over_budget(original, specs, statics)
     if too_big:
         return VerifyReport([Check("original", dict(statics), "-", "unverified", note=f"exported shape: {too_big}")],

@@ -42,10 +42,17 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         m = _monomial(ctx, vals)
         return 0 if m is None else sum(m[1].values())
 
-    groups = _groups(in_shape, static_out, splittable, atoms)
+    doubts: list[tuple[int, list[int]]] = []
+    groups = _groups(in_shape, static_out, splittable, atoms, doubts)
     if groups is None:
         ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
         return None
+    for i, spare in doubts:
+        if all(entries[k].static for k in spare):  # no downstream binding settles them
+            ctx.conflict(f"cannot tell whether input dim {i} ({ctx.name(in_shape[i].vals)}, 1 at the exported "
+                         f"shape) spreads over target entries {spare}, 1s as well; export at a shape where "
+                         f"they are larger")
+            return None
     out: list[Vals] = [const(v) for v in static_out]
     carried: dict[int, Dim] = {}  # an output that is one input dim: it keeps that dim's origin
     chosen: set[int] = set()  # outputs whose symbolic factors the grouping or the split decided
@@ -131,9 +138,13 @@ def with_parts(in_shape: list[Dim], out: list[Dim]) -> list[Dim]:
 
 
 def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bool],
-            atoms: Callable[[Vals], int] = lambda _: 1) -> list[tuple[list[int], list[int]]] | None:
+            atoms: Callable[[Vals], int] = lambda _: 1, doubts: list[tuple[int, list[int]]] | None = None
+            ) -> list[tuple[list[int], list[int]]] | None:
     """Pair contiguous runs of input and output dims with equal static products; ``atoms`` counts the
-    symbol factors of a dim (how many output 1s a symbolic 1 may spread over)."""
+    symbol factors of a dim (how many output 1s a symbolic 1 may spread over). A symbolic 1 that is no
+    product of symbols (``h/32 * w/32`` at 1x1) takes one output 1 of its gap; the 1s of that gap nothing
+    takes are added to ``doubts`` with it: they may be unit axes or factors of it, which shapes alone
+    cannot tell."""
     non1_in = [i for i, d in enumerate(in_shape) if d.s0 != 1]
     non1_out = [k for k, v in enumerate(out) if v != 1]
     groups: list[tuple[list[int], list[int]]] = []
@@ -166,11 +177,14 @@ def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bo
     sym_ones = [i for i, d in enumerate(in_shape) if d.s0 == 1 and not d.static]
     out_ones = [k for k, v in enumerate(out) if v == 1]
     used: set[int] = set()
+    unsure: list[tuple[int, int]] = []  # (a symbolic 1 with no factors, its gap)
     paired: dict[int, tuple[list[int], list[int]]] = {}  # gap -> the group of its symbolic 1s and output 1s
     for i in sym_ones:
         g = gap(i, non1_in)
         free = [k for k in out_ones if k not in used and gap(k, non1_out) == g][:max(1, atoms(in_shape[i].vals))]
         if free:  # a product of symbols at 1 (``batch*seq`` at a decode step) splits over the 1s of its gap
+            if not atoms(in_shape[i].vals):
+                unsure.append((i, g))
             used.update(free)
             paired[g] = ([i], free)
             groups.append(paired[g])
@@ -194,6 +208,11 @@ def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bo
             if splittable(prod([in_shape[i].vals for i in groups[cand][0]])):
                 groups[cand][1].append(k)
                 break
+    taken = {k for _, gk in groups for k in gk}
+    for i, g in unsure:
+        spare = [k for k in out_ones if k not in taken and gap(k, non1_out) == g]
+        if spare and doubts is not None:
+            doubts.append((i, spare))
     return [(sorted(gi), sorted(gk)) for gi, gk in groups]
 
 
