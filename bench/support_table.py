@@ -16,6 +16,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from winml_dynify.ops_ort import nchwc_block
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = [ROOT / "fixtures" / "manifest.json", ROOT / "fixtures" / "winml" / "manifest.json",
              ROOT / "fixtures" / "vision" / "manifest.json", ROOT / "fixtures" / "derived" / "manifest.json"]
@@ -44,8 +46,13 @@ def run_case(model: Path, axes: list[str], tag: str) -> tuple[int, str]:
 
 
 def _row(manifest: Path, case: dict) -> tuple[tuple[str, str], str]:
-    """The case's tally key and its table row."""
+    """The case's tally key and its table row (a case written for another machine's NCHWc block: skipped)."""
     model = manifest.parent / case["model"]
+    symbols = ", ".join(sorted({a.split("=")[1] for a in case["axes"]}))
+    need = case.get("requires", {}).get("nchwc_block")
+    if need is not None and need != nchwc_block():
+        return (case["expect"], "skipped"), (f"| {case['name']} | {symbols} | {case['expect']} | skipped | - | - "
+                                             f"| written for NCHWc block {need}, this machine's is {nchwc_block()} |")
     code, detail = run_case(model, case["axes"], case["name"])
     subsets = []
     for batch in (True, False):
@@ -54,7 +61,6 @@ def _row(manifest: Path, case: dict) -> tuple[tuple[str, str], str]:
             subsets.append(SHORT.get(run_case(model, axes, f"{case['name']}_{batch}")[0], "error"))
         else:
             subsets.append("-")
-    symbols = ", ".join(sorted({a.split("=")[1] for a in case["axes"]}))
     return (case["expect"], SHORT.get(code, "error")), (
         f"| {case['name']} | {symbols} | {case['expect']} | {OUTCOME.get(code, code)} "
         f"| {subsets[0]} | {subsets[1]} | {detail.replace('|', '/')} |")
