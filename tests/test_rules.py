@@ -687,3 +687,17 @@ def test_a_reshape_chain_to_another_shape_becomes_one_reshape_with_a_constant_ta
     assert reshape.input[0] == "x" and onnx.numpy_helper.to_array(target).tolist() == [0, 4]
     x = rng.standard_normal((3, 4, 1)).astype(np.float32)
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.maximum(x[..., 0], 0))
+
+
+
+def test_a_space_to_depth_traced_at_8x8_is_refused():
+    """``x.view(b, c, h/4, 4, w/4, 4)`` traced at 8x8 gives the target ``[1, 2, 2, 4, 2, 4]``: whether 8 splits
+    as ``[h/4, 4]`` or ``[2, h/2]`` no shape tells (at multiples of 2 only the second divides exactly, and it
+    is the wrong one), so the request is refused, not answered by the smallest restriction that fits."""
+    m = make_model([helper.make_node("Reshape", ["x", "blocks"], ["r"]),
+                    helper.make_node("Transpose", ["r"], ["t"], perm=[0, 3, 5, 1, 2, 4]),
+                    helper.make_node("Reshape", ["t", "depth"], ["y"])],
+                   [tensor("x", [1, 2, 8, 8])], [tensor("y", [1, 32, 2, 2])],
+                   {"blocks": np.array([1, 2, 2, 4, 2, 4], np.int64), "depth": np.array([1, 32, 2, 2], np.int64)})
+    with pytest.raises(RefusedError, match=r"cannot tell how height splits into \[2, 4\]"):
+        dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])
