@@ -300,6 +300,8 @@ SSI_INCOMPLETE = {
                                                          "yolov8_seg_hw")},
     "gpt2_cache": "the mask's Reshape of Expand(mask, [batch, total]) to a constant 2-entry target is left without "
                   "a shape (onnxruntime 1.32)",
+    "wavlm": "the relative positions are a Range over the frame count, which it sizes Max(0, floor(floor(seq/5)/4 "
+             "- 9/4) + 1) and cannot merge with the conv stack's floor(floor(seq/5)/4 - 9/4) + 1 frames",
     "unet_toy": "a skip Concat of floor(h/2)+1 and 2*floor(floor(h/2-1/2)/2)+2 rows: equal at the symbol's "
                 "multiples only, which it cannot know",
 }

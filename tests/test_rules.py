@@ -701,3 +701,24 @@ def test_a_space_to_depth_traced_at_8x8_is_refused():
                    {"blocks": np.array([1, 2, 2, 4, 2, 4], np.int64), "depth": np.array([1, 32, 2, 2], np.int64)})
     with pytest.raises(RefusedError, match=r"cannot tell how height splits into \[2, 4\]"):
         dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])
+
+
+def test_a_folded_repeat_count_takes_the_batch_a_head_merge_needs(rng):
+    """WavLM's relative-position bias: ``bias[None].repeat(b, 1, 1, 1).view(b * heads, s, s)`` traced at batch 1,
+    times a gate ``[b * heads, s, 1]`` from the input. The batch belongs to the repeat count (a 1), not to the
+    heads axis of the bias table the 4 is read from."""
+    table = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    m = make_model([helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+                    helper.make_node("Reshape", ["xt", "gate_shape"], ["gate"]),
+                    helper.make_node("Unsqueeze", ["table", "zero"], ["u"]),
+                    helper.make_node("Tile", ["u", "reps"], ["t"]),
+                    helper.make_node("Reshape", ["t", "merged"], ["bias"]),
+                    helper.make_node("Mul", ["gate", "bias"], ["y"])],
+                   [tensor("x", [1, 3, 4])], [tensor("y", [4, 3, 3])],
+                   {"table": table, "gate_shape": np.array([4, 3, 1], np.int64), "zero": np.array([0], np.int64),
+                    "reps": np.array([1, 1, 1, 1], np.int64), "merged": np.array([4, 3, 3], np.int64)})
+    res = dynify(m, ["x:0=batch"])
+    assert res.verified and res.outputs["y"][1:] == [3, 3]
+    x = rng.standard_normal((3, 3, 4)).astype(np.float32)
+    want = x.transpose(0, 2, 1).reshape(12, 3, 1) * np.tile(table[None], (3, 1, 1, 1)).reshape(12, 3, 3)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-6)

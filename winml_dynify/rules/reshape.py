@@ -129,12 +129,28 @@ def with_parts(in_shape: list[Dim], out: list[Dim]) -> list[Dim]:
     if groups is None:
         return out
     out = list(out)
+    grouped = {i for gi, _ in groups for i in gi}
+    out_grouped = {k for _, gk in groups for k in gk}
     for gi, gk in groups:
-        pieces = [in_shape[i] for i in gi if in_shape[i].s0 != 1]
+        # the pieces: its dims that are not 1 everywhere (a batch of 1 is one), and the bindable 1s (a baked
+        # repeat or expand count) just before them when no output 1 stands before the group's outputs to take
+        # them, so that a symbol met later binds to the 1, not the other piece (``[1, 4, s, s] -> [4b, s, s]``
+        # after ``repeat(1, ...)``: the count, not the weight's axis)
+        lead = min(gi)
+        k = min(gk)
+        if k == 0 or k - 1 in out_grouped:
+            while lead > 0 and lead - 1 not in grouped and _bindable_one(in_shape[lead - 1]):
+                lead -= 1
+        pieces = [in_shape[i] for i in sorted({*gi, *range(lead, min(gi))})
+                  if in_shape[i].s0 != 1 or not in_shape[i].static or _bindable_one(in_shape[i])]
         if len(gk) == 1 and len(pieces) > 1 and prod([d.vals for d in pieces]) == out[gk[0]].vals:
             d = out[gk[0]]
             out[gk[0]] = Dim(d.vals, d.origin, tuple(pieces))
     return out
+
+
+def _bindable_one(d: Dim) -> bool:
+    return d.static and d.s0 == 1 and d.origin is not None and d.origin.kind == "entry"
 
 
 def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bool],
