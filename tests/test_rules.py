@@ -722,3 +722,17 @@ def test_a_folded_repeat_count_takes_the_batch_a_head_merge_needs(rng):
     x = rng.standard_normal((3, 3, 4)).astype(np.float32)
     want = x.transpose(0, 2, 1).reshape(12, 3, 1) * np.tile(table[None], (3, 1, 1, 1)).reshape(12, 3, 3)
     np.testing.assert_allclose(run(res.model, {"x": x})[0], want, rtol=1e-6)
+
+
+def test_a_refusal_names_the_conflict_when_a_fill_along_strided_sizes_is_rebuildable():
+    """A fill constant over a strided conv's sizes is rebuilt from the tensor that carries them, so the
+    refusal names the real conflict (a baked prefix slice of height), not the fill."""
+    w = np.ones((2, 3, 3, 3), np.float32)
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                    helper.make_node("Add", ["c", "fill"], ["y"]),
+                    helper.make_node("Slice", ["x", "s", "e", "ax"], ["z"])],
+                   [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 2, 4, 4]), tensor("z", [1, 3, 3, 8])],
+                   {"w": w, "fill": np.full((1, 2, 4, 4), 0.5, np.float32), "s": np.array([0], np.int64),
+                    "e": np.array([3], np.int64), "ax": np.array([2], np.int64)})
+    with pytest.raises(RefusedError, match=r"slice \[0:3:1\] of axis 2, which is height, is baked"):
+        dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])

@@ -167,7 +167,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         t.name for t in graph.initializer} | {vi.name for vi in graph.input}
     rz = Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations, taken)
     if an.conflicts:
-        _first_unbuildable(model, an, Realizer(symbols, sources, opset=opset_of(model)), specs)
+        _first_unbuildable(model, an, Realizer(symbols, sources, an.dim_sources, opset_of(model), an.relations), specs)
         raise RefusedError(_refusal(an.conflicts, specs, an.ties, model.graph))
     nodes = {n.name: n for n in all_nodes(graph)}
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
