@@ -99,6 +99,19 @@ def test_tolerance_scales_with_precision_and_the_original_noise():
     assert not diff(np.array([1, 2]), np.array([1, 3]), Tol(1.0, 1.0))[0]  # integers compare exactly
 
 
+def test_float32_tolerance_allows_rounding_at_the_output_magnitude_only():
+    """Random-weight Keras ResNet50V2 pools to values up to 4e4: an entry near 0 differs by 0.03 between a
+    batched and a per-sample run (summation order). That is float32 rounding at that magnitude; an error
+    of the size of the values is still caught."""
+    y = np.array([[4.0e4, 0.5, -3.0]], np.float32)
+    t = tolerances("float32", ["y"], [y], [0.0])["y"]
+    assert np.isclose(t.atol, 16 * np.finfo(np.float32).eps * 4.0e4) and "magnitude" in t.why
+    assert diff(y + np.array([[0.0, 0.03, 0.0]], np.float32), y, t)[0]
+    assert not diff(y + np.array([[0.0, 0.5, 0.0]], np.float32), y, t)[0]
+    small = tolerances("float32", ["y"], [np.array([3.0, -5.0], np.float32)], [0.0])["y"]
+    assert small.atol == 1e-4 and small.why == "float32 compute"
+
+
 def test_check_shapes_stay_inside_range_and_multiple():
     ranges = {"h": SymbolRange("h", 32, 16, 64, multiple=16), "batch": SymbolRange("batch", 1, 1, None, 1)}
     for shape in check_shapes(ranges, {"batch": "batch", "h": "other"}):

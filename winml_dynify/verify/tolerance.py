@@ -15,6 +15,9 @@ import onnx
 # (rtol, atol relative to the output's magnitude) per compute precision
 PRECISIONS = {"float32": (1e-3, 1e-4), "float16": (1e-2, 1e-2), "bfloat16": (4e-2, 4e-2), "int8": (5e-2, 5e-2)}
 NOISE_FACTOR = 4.0  # a rewrite may differ by a few times the original's own noise
+# float32 rounding of sums of terms as large as the output: a result near 0 from values of magnitude M carries
+# about sqrt(K) * eps * M of error (K the terms summed), whatever order a batched kernel adds them in
+F32_ROUNDING = 16 * float(np.finfo(np.float32).eps)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
              "QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QAttention",
              "QGemm", "MatMulNBits", "QLinearAdd", "QLinearMul"}
@@ -43,16 +46,17 @@ def precision(model: onnx.ModelProto) -> str:
 
 
 def tolerances(prec: str, names: list[str], probe: list[np.ndarray], noise: list[float]) -> dict[str, Tol]:
-    """Per output: the precision's tolerance (its atol scaled by the output's magnitude below float32)
-    widened to ``NOISE_FACTOR`` times the original's measured noise."""
+    """Per output: the precision's tolerance (its atol scaled by the output's magnitude below float32; in
+    float32 at least ``F32_ROUNDING`` times that magnitude) widened to ``NOISE_FACTOR`` times the original's
+    measured noise."""
     rtol, atol = PRECISIONS[prec]
     out = {}
     for name, y, nz in zip(names, probe, noise, strict=True):
-        scale = 1.0
-        if prec != "float32" and y.dtype.kind == "f" and y.size and np.isfinite(y).any():
-            scale = max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(y), y, 0)))))
-        a = atol * scale
-        why = f"{prec} compute"
+        top = 1.0
+        if y.dtype.kind == "f" and y.size and np.isfinite(y).any():
+            top = max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(y), y, 0)))))
+        a = atol * top if prec != "float32" else max(atol, F32_ROUNDING * top)
+        why = f"{prec} compute" + (f" at magnitude {top:.3g}" if a > atol else "")
         if NOISE_FACTOR * nz > a:
             a, why = NOISE_FACTOR * nz, f"{prec} compute, original's own noise {nz:.2g}"
         out[name] = Tol(rtol, a, why)
