@@ -54,7 +54,9 @@ FUSED = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "LayerNorm
          "Shape", "Gather", "Concat", "Range", "Reshape", "Expand", "Where")
 
 
-def _session(model: bytes | str, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, saved: str | None = None):
+def _session(model: bytes | str, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, saved: str | None = None,
+             disabled: list[str] | None = None):
+    """One-thread CPU session; ``disabled``: onnxruntime optimisers switched off by name."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
@@ -62,7 +64,7 @@ def _session(model: bytes | str, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     if saved:
         so.optimized_model_filepath = saved
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def interleaved(sessions: dict[str, ort.InferenceSession], feeds: dict, runs: int, warmup: int) -> dict[str, float]:

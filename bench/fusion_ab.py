@@ -14,18 +14,9 @@ import statistics
 import time
 
 import numpy as np
-import onnxruntime as ort
 
-from bench import CACHE
+from bench import CACHE, _session
 from winml_dynify import dynify
-
-
-def _session(model: bytes | str, off: list[str]) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], disabled_optimizers=off)
 
 
 def main() -> None:
@@ -37,15 +28,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=40)
     args = ap.parse_args()
     d = CACHE / args.model
-    names = [i.name for i in ort.InferenceSession(str(d / "dynamic_axes.onnx")).get_inputs()]
+    reexport = _session(str(d / "dynamic_axes.onnx"))
+    names = [i.name for i in reexport.get_inputs()]
     axes = [f"{n}:{a}={s}" for n in names for a, s in ((0, "batch"), (1, "seq"))]
     dyn = dynify(d / "s0_batch1_seq128.onnx", axes, verify=False).model.SerializeToString()
     shape = f"batch{args.batch}_seq{args.seq}"
     static = str(next(p for p in d.glob(f"*_{shape}.onnx")))
     off = [args.fusion]
-    sessions = {"dynified": _session(dyn, []), f"dynified, {args.fusion} off": _session(dyn, off),
-                "re-export": _session(str(d / "dynamic_axes.onnx"), []), "static": _session(static, []),
-                f"static, {args.fusion} off": _session(static, off)}
+    sessions = {"dynified": _session(dyn), f"dynified, {args.fusion} off": _session(dyn, disabled=off),
+                "re-export": reexport, "static": _session(static),
+                f"static, {args.fusion} off": _session(static, disabled=off)}
     rng = np.random.default_rng(0)
     feeds = {n: (rng.integers(0, 1000, (args.batch, args.seq)) if n == "input_ids" else
                  np.ones((args.batch, args.seq), np.int64) if n == "attention_mask" else

@@ -37,12 +37,10 @@ IMAGE = ({"batch": 1, "height": 64, "width": 64},
 YOLO = ({"batch": 1, "height": 256, "width": 320},
         [{"batch": 2, "height": 256, "width": 320}, {"batch": 1, "height": 320, "width": 192},
          {"batch": 2, "height": 384, "width": 256}])
+from make_fixtures import dims_tag  # noqa: E402
+
 SMALL = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 64, "max_position_embeddings": 64}
-
-
-def _tag(dims: dict[str, int]) -> str:
-    return "_".join(f"{k}{v}" for k, v in dims.items())
 
 
 def _hf(model: str, config: str, kind: str = "decoder", attn: str = "eager", **kw):
@@ -156,17 +154,17 @@ def _compare(out: Path, folder: Path, inputs, refs: list[dict[str, int]]) -> str
     dyn = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     verdicts = []
     for r in refs:
-        ref = ort.InferenceSession(str(folder / f"ref_{_tag(r)}.onnx"), providers=["CPUExecutionProvider"])
+        ref = ort.InferenceSession(str(folder / f"ref_{dims_tag(r)}.onnx"), providers=["CPUExecutionProvider"])
         feeds = _feeds(ref, inputs, r)
         want = ref.run(None, feeds)
         try:
             got = dyn.run(None, feeds)
         except Exception as e:  # onnxruntime's exception types vary by version
-            verdicts.append(f"{_tag(r)} CRASH {str(e).splitlines()[0][:120]}")
+            verdicts.append(f"{dims_tag(r)} CRASH {str(e).splitlines()[0][:120]}")
             continue
         bad = any(w.shape != g.shape or not np.allclose(g, w, rtol=1e-3, atol=1e-3)
                   for w, g in zip(want, got, strict=True))
-        verdicts.append(f"{_tag(r)} {'WRONG' if bad else 'ok'}")
+        verdicts.append(f"{dims_tag(r)} {'WRONG' if bad else 'ok'}")
     return "; ".join(verdicts)
 
 
@@ -177,7 +175,7 @@ def check(name: str, out_root: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     _export(model, inputs, s0, folder / "s0.onnx")
     for r in refs:
-        _export(model, inputs, r, folder / f"ref_{_tag(r)}.onnx")
+        _export(model, inputs, r, folder / f"ref_{dims_tag(r)}.onnx")
     s0_session = ort.InferenceSession(str(folder / "s0.onnx"), providers=["CPUExecutionProvider"])
     if inputs is None:
         name0 = s0_session.get_inputs()[0].name

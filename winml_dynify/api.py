@@ -149,8 +149,7 @@ def _verify(original: onnx.ModelProto, done: Rewritten, specs: list[AxisSpec], s
             data_dir: str | None = None, source: str | None = None, staged: str | None = None) -> VerifyReport:
     """Run the parity checks that fit the memory budget (the others are reported unverified). An input
     model onnxruntime cannot run, or one that draws random numbers, is a usage error (``--no-check`` skips
-    verification). ``staged``: the
-    rewritten model's file, when it was written before verification."""
+    verification). ``staged``: the rewritten model's file, when it was written before verification."""
     drawn = next((n for n in all_nodes(original.graph) if n.op_type in RANDOM_OPS and n.domain in ("", "ai.onnx")),
                  None)
     if drawn is not None:

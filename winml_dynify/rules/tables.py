@@ -228,13 +228,18 @@ def _read(table: np.ndarray, labels: list[Label], symbols: dict[str, Symbol], to
     return rz.labelled("Reshape", [cut, rz.vector(dims)], label)
 
 
+def _env(symbols: dict[str, Symbol], tops: dict[str, int]) -> dict[str, int]:
+    """Each symbol at its maximum where it has one, else at its exported size."""
+    return {s: symbols[s].static for s in symbols} | tops
+
+
 def _plan(graph: onnx.GraphProto, infos: dict[str, TInfo], symbols: dict[str, Symbol], tops: dict[str, int],
           consts) -> tuple[dict[str, str], list[str], list[onnx.NodeProto], int]:
     """The tensor classes, the table tensors that fit ``TABLE_BYTES`` at the maxima ``tops``, the nodes of
     their cones, and the run-time nodes they save once read back (0 when none is picked)."""
     cls = classify(graph, infos, symbols, tops)
     producer = {n.output[0]: n for n in graph.node if len(n.output) == 1}
-    env = {s: symbols[s].static for s in symbols} | tops
+    env = _env(symbols, tops)
     picked, cones, budget = [], [], 4 * TABLE_BYTES
     for t in sorted(_frontier(graph, cls, producer)):
         labels = _labels(infos[t], symbols, tops)
@@ -265,7 +270,7 @@ def tabulate(model: onnx.ModelProto, infos: dict[str, TInfo], symbols: dict[str,
     cls, picked, unique, net = _plan(graph, infos, symbols, tops, consts)
     if net < MIN_GAIN:
         return 0
-    env = {s: symbols[s].static for s in symbols} | tops
+    env = _env(symbols, tops)
     values = _evaluate(graph, picked, unique, infos, env, symbols, consts, list(model.opset_import),
                        model.ir_version)
     if values is None:
