@@ -24,17 +24,23 @@ KNOWN_REFUSED = {
     "vit_hw",  # learned position table sized for the exported patch grid
     "mean_pool_scale",  # a folded x.size(1) ** -0.5 no oracle can check without --reference
     "xlnet", "funnel",  # relative-position constants folded at the exported length
-    "mobilevit_hw",  # patch unfolding folds batch*channels*rows into one literal: no split is derivable
+    "mobilevit_hw",  # which factor of its patch unfold grows only a reference export tells (below)
     "swin_hw",  # window padding: the crop after the windows is a Python branch missing from the trace
-    "mobilevitv2_hw",  # the last stage's [.., 4, 2] patch split: which factor is the fixed patch is ambiguous
+    "mobilevitv2_hw",  # likewise: its patch splits are decided by a reference export (below)
 }
 
 
-def dynify_cli(case, axes: list[str], out) -> subprocess.CompletedProcess:
+# Cases whose splits only a reference export decides: run with one reference, checked against the others.
+DECIDED_BY_REFERENCE = ["mobilevit_hw", "mobilevitv2_hw"]
+
+
+def dynify_cli(case, axes: list[str], out, references: list[dict] = ()) -> subprocess.CompletedProcess:
     """The CLI on the case's model; a refusal must leave no output and print no traceback."""
     cmd = [sys.executable, "-m", "winml_dynify", str(case["root"] / case["model"]), "-o", str(out), "--quiet"]
     for a in axes:
         cmd += ["--axis", a]
+    for r in references:
+        cmd += ["--reference", str(case["root"] / r["file"])]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         assert not out.exists() and "Traceback" not in p.stderr, p.stderr
@@ -78,6 +84,19 @@ def assert_parity(case, tmp_path) -> None:
         for a, b in zip(got, want, strict=True):
             assert a.shape == b.shape, (ref["dims"], a.shape, b.shape)
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4, err_msg=str(ref["dims"]))
+
+
+@pytest.mark.parametrize("name", DECIDED_BY_REFERENCE)
+def test_fixture_decided_by_a_reference(name, tmp_path):
+    """With the reference export that moves the most symbols other than the batch as ``--reference``, the case
+    is written, and it matches the exported shape and every other reference."""
+    case = next(c for c in CASES if c["name"] == name)
+    s0 = case["s0"]["dims"]
+    given = max(case["references"], key=lambda r: sum(v != s0[k] for k, v in r["dims"].items() if k != "batch"))
+    out = tmp_path / "out.onnx"
+    p = dynify_cli(case, case["axes"], out, [given])
+    assert p.returncode == 0, p.stderr
+    check_references(case, onnx.load(out), [case["s0"], *(r for r in case["references"] if r is not given)])
 
 
 def _subset(case, batch: bool):

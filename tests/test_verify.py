@@ -66,7 +66,7 @@ def test_self_check_and_runs_catch_a_reshape_left_static(monkeypatch):
     with pytest.raises(RefusedError, match=r"still needs|rejects"):
         dynify(BERT, AXES)  # the checks on the result refuse it before any run
     monkeypatch.setattr(api, "_self_check",  # the analysis it returns, without its refusals
-                        lambda model, specs, statics, ranges, choices, original: api.analyse_request(
+                        lambda model, specs, statics, ranges, choices, original, evidence: api.analyse_request(
                             model, specs, statics, {}, choices))
     res = dynify(BERT, AXES)
     moved = [c for c in res.report.checks if c.shape != {"batch": 1, "seq": 16}]

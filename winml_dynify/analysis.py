@@ -27,10 +27,10 @@ MAX_PASSES = 40
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict,
-              fits: dict) -> Ctx:
+              fits: dict, evidence: dict[str, list[tuple[int, ...]]]) -> Ctx:
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model), run_nodes)
-    ctx.memo, ctx.fits = memo, fits
+    ctx.memo, ctx.fits, ctx.evidence = memo, fits, evidence
     for name, (arr, dt) in consts.items():
         ctx.infos[name] = const_info(name, arr, dt, ctx)
     for vi in graph.input:
@@ -68,15 +68,17 @@ def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
 
 
 def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
-            seed_bindings: dict[Origin, Binding] | None = None) -> Analysis:
-    """Run propagation passes until no new binding appears; return the final plan."""
+            seed_bindings: dict[Origin, Binding] | None = None,
+            evidence: dict[str, list[tuple[int, ...]]] | None = None) -> Analysis:
+    """Run propagation passes until no new binding appears; return the final plan. ``evidence``: the shapes
+    reference exports give Reshape outputs (:mod:`winml_dynify.evidence`)."""
     consts = constants(model.graph)
     bindings: dict[Origin, Binding] = dict(seed_bindings or {})
     memo: dict = {}
     relations: dict[str, Poly] = {}
     fits: dict = {}
     for _ in range(MAX_PASSES):
-        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo, fits)
+        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo, fits, evidence or {})
         if ctx.relations:  # start again with the derived symbols' values
             relations.update(ctx.relations)
             symbols, input_dims = _derive(symbols, input_dims, relations)

@@ -14,6 +14,7 @@ from .budget import over_budget
 from .conform import checker_problem, conform, light_copy
 from .context import Analysis, Binding, all_nodes
 from .errors import RefusedError, UsageError, VerificationError
+from .evidence import Evidence, reshape_shapes
 from .presets import Selection, select
 from .realize import CHECK_PREFIX
 from .rewrite import RANGE_KEY, Rewritten, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
@@ -113,9 +114,10 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     in_place = owned and not verify
     before = light_copy(original) if in_place else original  # what the checker compares with
     _check_maxima(maxima, statics)
-    done = rewrite(original, specs, statics, inplace=in_place, maxima=maxima)
+    evidence = reshape_shapes(list(references)) if references else None
+    done = rewrite(original, specs, statics, inplace=in_place, maxima=maxima, evidence=evidence)
     _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
-    analysed = _self_check(done.model, specs, statics, done.ranges, done.choices, before)
+    analysed = _self_check(done.model, specs, statics, done.ranges, done.choices, before, evidence)
     _record_metadata(done.model, done.ranges)
     conform(before, done.model)
     known = value_info.analysed_shapes(analysed.infos, analysed.symbols)
@@ -220,16 +222,16 @@ def _keep_recorded(ranges: dict[str, SymbolRange], recorded: dict[str, SymbolRan
 
 def _self_check(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
                 ranges: dict[str, SymbolRange], choices: dict[tuple[str, int], Binding],
-                original: onnx.ModelProto) -> Analysis:
-    """The rewritten graph must analyse (under the same Reshape choices) with nothing left to bind or
-    rewrite, and onnx must infer it strictly; returns that analysis. Works on ``model`` itself (node names
-    are restored after), and infers shapes on a copy without the weights: no weight is copied. When strict
-    inference fails on the ``original`` too, the input is at fault, and the error says so."""
+                original: onnx.ModelProto, evidence: Evidence | None = None) -> Analysis:
+    """The rewritten graph must analyse (under the same Reshape choices and reference evidence) with nothing
+    left to bind or rewrite, and onnx must infer it strictly; returns that analysis. Works on ``model``
+    itself (node names are restored after), and infers shapes on a copy without the weights: no weight is
+    copied. When strict inference fails on the ``original`` too, the input is at fault, and the error says so."""
     names = [n.name for n in all_nodes(model.graph)]
     name_nodes(model.graph)
     try:
         multiples = {s: r.multiple for s, r in ranges.items() if r.multiple > 1}
-        an = analyse_request(model, specs, statics, multiples, choices)
+        an = analyse_request(model, specs, statics, multiples, choices, evidence)
         pending = pending_sites(model, an)
     finally:
         for n, name in zip(all_nodes(model.graph), names, strict=True):

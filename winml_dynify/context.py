@@ -100,6 +100,8 @@ class Ctx:
         self.relations: dict[str, Poly] = {}
         # static input axes the data flow ties to a symbolic dim: (input, axis, that dim's name)
         self.ties: list[tuple[str, int, str]] = []
+        # Reshape output -> its shape in each reference export (:mod:`winml_dynify.evidence`)
+        self.evidence: dict[str, list[tuple[int, ...]]] = {}
 
     @property
     def consumers(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:

@@ -21,6 +21,7 @@ _NEGATED = {"GreaterOrEqual": ("Less", 12), "LessOrEqual": ("Greater", 12)}
 # run-time relation checks are named CHECK_PREFIX + "total == past + seq"; their outputs are empty only when the
 # relation holds, so no shape of theirs may be stated (an optimiser would drop the check)
 CHECK_PREFIX = "dynify/check_"
+MAX_BLOCK = 64  # the largest block size a run-time dim is divided by (:meth:`Realizer._derived`)
 
 
 def at_opset(op: str, inputs: list[str], attrs: dict, opset: int, const) -> list[tuple[str, list[str], dict]]:
@@ -71,6 +72,10 @@ class Realizer:
         self._n = 0
         self.tags: list[onnx.StringStringEntryProto] = []
         self._taken = set(taken or ())
+        # the graph position of each tensor's producer, and of the node being rewritten: dims are read only
+        # from tensors computed before it (see :meth:`_readable`)
+        self.order: dict[str, int] = {}
+        self.site: int | None = None
 
     def _name(self, kind: str) -> str:
         self._n += 1
@@ -186,9 +191,11 @@ class Realizer:
             out = self.const(np.array([vals[0]], np.int64))
         else:
             expr = fit(vals, self.symbols)
-            if expr is None and vals in self.dim_sources:
+            if expr is None and vals in self.dim_sources and self._readable(self.dim_sources[vals][0]):
                 tensor, axis = self.dim_sources[vals]
                 out = self.node("Gather", [self.node("Shape", [tensor]), self.const(np.array([axis], np.int64))])
+            elif expr is None and (built := self._derived(vals)) is not None:
+                out = built
             elif expr is None:
                 raise RefusedError(f"a size of the rewritten graph ({vals[0]} at export) is no polynomial of "
                                    "the requested symbols and no tensor carries it; it cannot be computed at "
@@ -197,6 +204,28 @@ class Realizer:
                 out = self._poly(expr)
         self._cache[key] = out
         return out
+
+    def _readable(self, tensor: str) -> bool:
+        return self.site is None or self.order.get(tensor, -1) < self.site
+
+    def _derived(self, vals: Vals) -> str | None:
+        """A dim that is ``carried * poly / k``: a size a tensor carries, times a polynomial of the symbols,
+        divided by a block size ``k`` up to :data:`MAX_BLOCK` (``c*h/2`` of a patch unfold, where ``h`` is
+        a strided feature map's height). The smallest ``k`` that makes it exact; None when none does."""
+        for k in range(1, MAX_BLOCK + 1):
+            scaled = tuple(v * k for v in vals)
+            if k > 1 and fit(scaled, self.symbols) is not None:
+                return self.node("Div", [self.dim(scaled), self.const(np.array([k], np.int64))])
+            for carried, (tensor, _) in self.dim_sources.items():
+                if not self._readable(tensor) or any(c <= 0 or s % c for s, c in zip(scaled, carried, strict=True)):
+                    continue
+                rest = tuple(s // c for s, c in zip(scaled, carried, strict=True))
+                if fit(rest, self.symbols) is None:
+                    continue
+                out = self.dim(carried) if is_static(rest) and rest[0] == 1 else \
+                    self.node("Mul", [self.dim(carried), self.dim(rest)])
+                return out if k == 1 else self.node("Div", [out, self.const(np.array([k], np.int64))])
+        return None
 
     def at_most(self, vals: Vals, limit: int) -> str:
         """The dim ``vals`` at run time, failing in a node named ``dynify/<dim>_must_be_at_most_<limit>``

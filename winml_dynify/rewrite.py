@@ -14,6 +14,7 @@ from .analysis import analyse
 from .context import Analysis, Binding, all_nodes, bodies, constant_names, constants, opset_of
 from .dims import Origin, Poly, Symbol, Vals, const, describe, factor, make_symbols
 from .errors import RefusedError, UsageError
+from .evidence import Evidence
 from .realize import Realizer
 from .rules import (
     divisor,
@@ -119,17 +120,19 @@ def _prune(graph: onnx.GraphProto) -> int:
 
 def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
                     multiples: dict[str, int] | None = None,
-                    choices: dict[tuple[str, int], Binding] | None = None) -> Analysis:
-    """Analyse ``model`` for the requested axes; ``choices`` seeds Reshape choices by output name."""
+                    choices: dict[tuple[str, int], Binding] | None = None,
+                    evidence: Evidence | None = None) -> Analysis:
+    """Analyse ``model`` for the requested axes; ``choices`` seeds Reshape choices by output name,
+    ``evidence`` gives the Reshape output shapes of reference exports."""
     symbols = make_symbols(statics, multiples)
     by_output = {n.output[0]: n.name for n in all_nodes(model.graph) if n.output}
     seed = {Origin("choice", by_output[out], 1, pos): b for (out, pos), b in (choices or {}).items()
             if out in by_output}
-    return analyse(model, _input_dims(model, specs, symbols), symbols, seed)
+    return analyse(model, _input_dims(model, specs, symbols), symbols, seed, evidence)
 
 
 def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int],
-                  an: Analysis) -> tuple[Analysis, dict[str, int]]:
+                  an: Analysis, evidence: Evidence) -> tuple[Analysis, dict[str, int]]:
     """Spatial symbols that only work at multiples of a stride (a downsample later concatenated with an
     upsample): retry with every non-batch symbol restricted to multiples of 2, 4, ... 64, and keep the
     smallest restriction under which the graph is consistent."""
@@ -138,7 +141,7 @@ def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[s
     while an.conflicts and spatial and k <= 64:
         if all(statics[s] % k == 0 for s in spatial):
             multiples = dict.fromkeys(spatial, k)
-            trial = analyse_request(model, specs, statics, multiples)
+            trial = analyse_request(model, specs, statics, multiples, evidence=evidence)
             if not trial.conflicts:
                 return trial, multiples
         k *= 2
@@ -146,19 +149,23 @@ def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[s
 
 
 def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, int], *,
-            inplace: bool = False, maxima: dict[str, int] | None = None) -> Rewritten:
+            inplace: bool = False, maxima: dict[str, int] | None = None,
+            evidence: Evidence | None = None) -> Rewritten:
     """Make the requested axes symbolic and rewrite every baked constant that depends on them.
 
     Works on a copy of ``model`` unless ``inplace`` (then ``model`` itself becomes the result, and is left
     half-rewritten when the rewrite is refused). ``maxima``: the largest size of a symbol the user
-    deploys (``--max``), where the graph bounds it no lower."""
+    deploys (``--max``), where the graph bounds it no lower. ``evidence``: what reference exports show
+    (:func:`winml_dynify.evidence.reshape_shapes`), to decide splits the shapes leave open."""
     if not inplace:
         model = copy.deepcopy(model)
     graph = model.graph
     name_nodes(graph)
-    an = analyse_request(model, specs, statics)
-    an = unit_axes.settle_reading(an, model, lambda seeds: analyse_request(model, specs, statics, choices=seeds))
-    an, multiples = _with_strides(model, specs, statics, an)
+    evidence = evidence or {}
+    an = analyse_request(model, specs, statics, evidence=evidence)
+    an = unit_axes.settle_reading(an, model, lambda seeds: analyse_request(model, specs, statics, choices=seeds,
+                                                                          evidence=evidence))
+    an, multiples = _with_strides(model, specs, statics, an, evidence)
     symbols = an.symbols
     sources = {}
     for s in specs:
@@ -173,6 +180,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     result = Rewritten(model, symbols, choices={(nodes[o.name].output[0], o.pos): b for o, b in an.bindings.items()
                                                 if o.kind == "choice"})
 
+    rz.order = {o: k for k, n in enumerate(graph.node) for o in n.output}
     result.rewrites += unit_axes.apply_edits(an, nodes, opset_of(model), rz)
     for (node_name, _), need in an.shape_sites.items():
         node = nodes[node_name]
@@ -180,6 +188,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         if rule is None:
             continue
         rz.tags = list(node.metadata_props)
+        rz.site = rz.order.get(node.output[0]) if node.output else None
         repl = rule[1](node, an, need, rz)
         if repl:
             for k, name in repl.items():
@@ -188,6 +197,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
             result.rewrites.append({"rule": f"{node.op_type.lower()}-shape", "target": node_name,
                                     "detail": f"now [{', '.join(dims)}]"})
 
+    rz.site = None
     for (node_name, k), (count, mode) in an.scalar_sites.items():
         node = nodes[node_name]
         rz.tags = list(node.metadata_props)

@@ -12,12 +12,15 @@ downstream override these decisions.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import onnx
 
 from ..context import Ctx
 from ..dims import Dim, Origin, Vals, const, is_static, prod
+
+Agrees = Callable[[list[Vals] | tuple[Vals, ...]], bool]
 
 
 def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_out: list[int] | None,
@@ -27,12 +30,17 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         ctx.conflict("its target does not fit its input even at the exported shape")
         return None
 
-    def splittable(vals: Vals) -> bool:
+    seen = [s for s in ctx.evidence.get(node.output[0], []) if len(s) == len(static_out)]
+
+    def splittable(vals: Vals, k: int) -> bool:
         """A spare output 1 may take a symbol of a product of symbols, or of a symbol times a strided size
-        seen in the graph (``batch * width/8`` tokens)."""
+        seen in the graph (``batch * width/8`` tokens); a leading one, the batch of any product that holds
+        it once (:func:`_leading_batch`); any one a reference export shows growing."""
         if is_static(vals):
             return False
-        if _monomial(ctx, vals) is not None:
+        if any(s[k] != 1 for s in seen):
+            return True
+        if _monomial(ctx, vals) is not None or (k == 0 and _leading_batch(ctx, vals) is not None):
             return True
         return any(all(x > 0 and v % x == 0 for v, x in zip(vals, s.vals, strict=True))
                    and tuple(v // x for v, x in zip(vals, s.vals, strict=True)) in ctx.dim_sources
@@ -43,7 +51,8 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         return 0 if m is None else sum(m[1].values())
 
     doubts: list[tuple[int, list[int]]] = []
-    groups = _groups(in_shape, static_out, splittable, atoms, doubts)
+    grows = frozenset(k for s in seen for k, v in enumerate(static_out) if s[k] != v)
+    groups = _groups(in_shape, static_out, splittable, atoms, doubts, grows)
     if groups is None:
         ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
         return None
@@ -62,12 +71,15 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         if len(gi) > 1 or len(gk) > 1:
             chosen.update(gk)
         rest = next((j for j, k in enumerate(gk) if entries[k].s0 == -1), None)
-        solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk], rest)
+        solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk], rest,
+                              _agrees(seen, gk))
+        why = ""
+        if solved is None:
+            solved, why = _one_grows(ctx, prod([in_shape[i].vals for i in gi]), static_out, gk, seen)
         if solved is None and _unchoose(ctx, [in_shape[i] for i in gi]):
             return None  # decided again on the next pass
         if solved is None:
-            ctx.conflict(f"cannot tell how {ctx.name(prod([in_shape[i].vals for i in gi]))} splits into "
-                         f"{[static_out[k] for k in gk]}")
+            ctx.conflict(why)
             return None
         for k, v in zip(gk, solved, strict=True):
             out[k] = v
@@ -102,7 +114,80 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         ctx.conflict(f"output {[ctx.name(d.vals) for d in dims]} does not hold input "
                      f"{[ctx.name(d.vals) for d in in_shape]}")
         return None
+    grown = [k for k, d in enumerate(dims) if d.static and any(s[k] != d.s0 for s in seen)]
+    if grown:
+        ctx.conflict(f"a reference export changes entry {grown[0]} ({static_out[grown[0]]} at export), which "
+                     f"the reading {[ctx.name(d.vals) for d in dims]} keeps static")
+        return None
     return dims
+
+
+def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], seen: list[tuple[int, ...]]
+               ) -> tuple[list[Vals] | None, str]:
+    """A group the solvers cannot split: one output grows with the rest and the others are block sizes
+    (``[h/4, 4]`` of a space-to-depth, ``[4, n/4]`` of an area split), but shapes alone cannot tell which
+    output grows. The reference exports' shapes ``seen`` decide (:mod:`winml_dynify.evidence`): the output
+    whose size they changed, when they kept the others'. Returns the split, or None and the reason."""
+    outs = [static_out[k] for k in gk]
+    lead = _leading_batch(ctx, total) if gk[0] == 0 and outs[0] == 1 and len(outs) > 1 else None
+    if lead is not None:  # ``[b*c*h/2, w/2, 2, 2] -> [b, c, hw/4, 4]``: the batch leads, the rest grows
+        rest, why = _one_grows(ctx, tuple(t // v for t, v in zip(total, lead, strict=True)), static_out, gk[1:],
+                               seen)
+        return (None if rest is None else [lead, *rest]), why
+    name = ctx.name(total)
+    readings = []
+    for j in range(len(outs)):
+        block = math.prod(o for k, o in enumerate(outs) if k != j)
+        text = ", ".join(f"{name}/{block}" if k == j else str(o) for k, o in enumerate(outs))
+        grown = tuple(t // block for t in total) if all(t % block == 0 for t in total) else None
+        readings.append((f"[{text}]", grown))
+    changed = {j for j, k in enumerate(gk) for s in seen if s[k] != static_out[k]}
+    if len(changed) == 1:
+        text, grown = readings[next(iter(changed))]
+        if grown is not None:
+            return [grown if k == next(iter(changed)) else const(o) for k, o in enumerate(outs)], ""
+        return None, (f"{name} splits into {outs} as {text} (a reference export changes entry "
+                      f"{gk[next(iter(changed))]} alone), which does not divide at every size")
+    options = " or ".join(t for t, _ in readings)
+    if seen:
+        return None, (f"cannot tell how {name} splits into {outs}: {options}; the reference exports change "
+                      f"{'no entry' if not changed else f'entries {sorted(gk[j] for j in changed)}'} of it")
+    return None, (f"cannot tell how {name} splits into {outs}: {options}; give --reference, a static export "
+                  f"at other sizes, to decide")
+
+
+def _agrees(seen: list[tuple[int, ...]], gk: list[int]) -> Agrees:
+    """A split of the group's outputs ``gk`` agrees with the reference exports' shapes ``seen`` when each
+    output it keeps static has its exported size in every one of them."""
+    def agrees(split: list[Vals] | tuple[Vals, ...]) -> bool:
+        return all(not is_static(v) or s[k] == v[0] for s in seen for k, v in zip(gk, split, strict=True))
+    return agrees
+
+
+def _axis_order(ctx: Ctx) -> dict[str, int]:
+    """Each symbol's first input axis: symbols keep this order across a split (``batch`` before ``height``)."""
+    out: dict[str, int] = {}
+    for vi in ctx.graph.input:
+        info = ctx.infos.get(vi.name)
+        for k, d in enumerate((info.shape or []) if info is not None else []):
+            p = None if d.static else ctx.fit(d.vals)
+            if p is not None and len(p.symbols) == 1:
+                s = next(iter(p.symbols))
+                out[s] = min(out.get(s, k), k)
+    return out
+
+
+def _leading_batch(ctx: Ctx, vals: Vals) -> Vals | None:
+    """The batch (a symbol on axis 0 of a graph input) when ``vals`` holds it exactly once: a leading output
+    1 of a group that merged it takes it, as ``[1, -1, 8]`` does."""
+    for vi in ctx.graph.input:
+        info = ctx.infos.get(vi.name)
+        d = info.shape[0] if info is not None and info.shape else None
+        if d is None or d.static or ctx.fit(d.vals) is None or len(ctx.fit(d.vals).symbols) != 1:
+            continue
+        if all(v % b == 0 and (b == 1 or (v // b) % b) for v, b in zip(vals, d.vals, strict=True)):
+            return d.vals
+    return None
 
 
 def _monomial(ctx: Ctx, vals: Vals) -> tuple[int, dict[str, int]] | None:
@@ -125,7 +210,7 @@ def _unchoose(ctx: Ctx, dims: list[Dim]) -> bool:
 
 def with_parts(in_shape: list[Dim], out: list[Dim]) -> list[Dim]:
     """Record on each output dim that merges a run of input dims (a flatten) which input dims it holds."""
-    groups = _groups(in_shape, [d.s0 for d in out], lambda _: False)
+    groups = _groups(in_shape, [d.s0 for d in out], lambda *_: False)
     if groups is None:
         return out
     out = list(out)
@@ -153,11 +238,12 @@ def _bindable_one(d: Dim) -> bool:
     return d.static and d.s0 == 1 and d.origin is not None and d.origin.kind == "entry"
 
 
-def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bool],
-            atoms: Callable[[Vals], int] = lambda _: 1, doubts: list[tuple[int, list[int]]] | None = None
-            ) -> list[tuple[list[int], list[int]]] | None:
+def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals, int], bool],
+            atoms: Callable[[Vals], int] = lambda _: 1, doubts: list[tuple[int, list[int]]] | None = None,
+            grows: frozenset[int] = frozenset()) -> list[tuple[list[int], list[int]]] | None:
     """Pair contiguous runs of input and output dims with equal static products; ``atoms`` counts the
-    symbol factors of a dim (how many output 1s a symbolic 1 may spread over). A symbolic 1 that is no
+    symbol factors of a dim (how many output 1s a symbolic 1 may spread over), ``grows`` the outputs a
+    reference export shows growing (a symbolic 1 spreads over those of its gap too). A symbolic 1 that is no
     product of symbols (``h/32 * w/32`` at 1x1) takes one output 1 of its gap; the 1s of that gap nothing
     takes are added to ``doubts`` with it: they may be unit axes or factors of it, which shapes alone
     cannot tell."""
@@ -186,18 +272,23 @@ def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bo
                 b += 1
         groups.append((gi, gk))
 
-    def gap(idx: int, non1: list[int]) -> int:
-        return sum(1 for j in non1 if j < idx)
-
     n_main = len(groups)
+
+    def gap(idx: int, side: int) -> float:
+        """How many groups of non-1 dims lie before position ``idx`` of the input (side 0) or output (1),
+        plus a half inside a group's span (``[-1, 1, 5]``: the 1 is within the split, in no gap)."""
+        before = sum(1 for g in groups[:n_main] if max(g[side]) < idx)
+        return before + 0.5 * any(min(g[side]) < idx < max(g[side]) for g in groups[:n_main])
+
     sym_ones = [i for i, d in enumerate(in_shape) if d.s0 == 1 and not d.static]
     out_ones = [k for k, v in enumerate(out) if v == 1]
     used: set[int] = set()
-    unsure: list[tuple[int, int]] = []  # (a symbolic 1 with no factors, its gap)
-    paired: dict[int, tuple[list[int], list[int]]] = {}  # gap -> the group of its symbolic 1s and output 1s
+    unsure: list[tuple[int, float]] = []  # (a symbolic 1 with no factors, its gap)
+    paired: dict[float, tuple[list[int], list[int]]] = {}  # gap -> the group of its symbolic 1s and output 1s
     for i in sym_ones:
-        g = gap(i, non1_in)
-        free = [k for k in out_ones if k not in used and gap(k, non1_out) == g][:max(1, atoms(in_shape[i].vals))]
+        g = gap(i, 0)
+        gap_ones = sorted((k for k in out_ones if k not in used and gap(k, 1) == g), key=lambda k: k not in grows)
+        free = sorted(gap_ones[:max(1, atoms(in_shape[i].vals), sum(k in grows for k in gap_ones))])
         if free:  # a product of symbols at 1 (``batch*seq`` at a decode step) splits over the 1s of its gap
             if not atoms(in_shape[i].vals):
                 unsure.append((i, g))
@@ -207,7 +298,7 @@ def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bo
         elif g in paired:  # several symbolic 1s and one output 1 (a flatten of batch and seq at 1)
             paired[g][0].append(i)
         elif groups:
-            gi, _ = groups[min(g, len(groups) - 1)]
+            gi, _ = groups[min(int(g), n_main - 1)]
             gi.append(i)
         else:
             return None
@@ -221,20 +312,21 @@ def _groups(in_shape: list[Dim], out: list[int], splittable: Callable[[Vals], bo
         after = [j for j, (_, gk) in enumerate(main) if min(gk) > k]
         before = [j for j, (_, gk) in enumerate(main) if max(gk) < k and len(gk) == 1]
         for cand in after[:1] + before[-1:]:
-            if splittable(prod([in_shape[i].vals for i in groups[cand][0]])):
+            if splittable(prod([in_shape[i].vals for i in groups[cand][0]]), k):
                 groups[cand][1].append(k)
                 break
     taken = {k for _, gk in groups for k in gk}
     for i, g in unsure:
-        spare = [k for k in out_ones if k not in taken and gap(k, non1_out) == g]
+        spare = [k for k in out_ones if k not in taken and gap(k, 1) == g]
         if spare and doubts is not None:
             doubts.append((i, spare))
     return [(sorted(gi), sorted(gk)) for gi, gk in groups]
 
 
-def _split_known(ctx: Ctx, total: Vals, outs: list[int]) -> list[Vals] | None:
+def _split_known(ctx: Ctx, total: Vals, outs: list[int], agrees: Agrees) -> list[Vals] | None:
     """Split a dim that is no product of symbols (``h*w`` of a strided feature map) into sizes already
-    seen in the graph, in order: the unique way to rebuild ``[h, w]`` from ``h*w``."""
+    seen in the graph, or such sizes and a split of the rest (``[b, 16, h/8]`` of ``2*b*h``), in order: the
+    unique way to rebuild ``[h, w]`` from ``h*w``. ``agrees``: the splits a reference export allows."""
     known = [v for v in ctx.dim_sources] + [s.vals for s in ctx.symbols.values()]
     found = []
     for k in range(len(outs)):
@@ -243,9 +335,14 @@ def _split_known(ctx: Ctx, total: Vals, outs: list[int]) -> list[Vals] | None:
                 continue
             rest = tuple(t // x for t, x in zip(total, v, strict=True))
             others = [o for j, o in enumerate(outs) if j != k]
-            if len(others) == 1 and rest[0] == others[0] and (is_static(rest) or rest in known):
+            if len(others) == 1 and rest[0] == others[0] and (is_static(rest) or rest in known
+                                                              or ctx.fit(rest) is not None):
                 found.append([v, rest] if k == 0 else [rest, v])
-    unique = {tuple(f) for f in found}
+            elif len(others) > 1 and ctx.fit(rest) is not None:
+                sub = _solve_group(ctx, [rest], others)
+                if sub is not None:
+                    found.append([*sub[:k], v, *sub[k:]])
+    unique = {tuple(f) for f in found if agrees(f)}
     if len(unique) > 1:  # a symbol apart from a strided size (batch, width/8) rather than their product kept whole
         spread = max(sum(not is_static(v) for v in f) for f in unique)
         unique = {f for f in unique if sum(not is_static(v) for v in f) == spread}
@@ -258,10 +355,12 @@ def _split_known(ctx: Ctx, total: Vals, outs: list[int]) -> list[Vals] | None:
     return list(unique.pop()) if len(unique) == 1 else None
 
 
-def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = None) -> list[Vals] | None:
+def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = None,
+                 agrees: Agrees = lambda _: True) -> list[Vals] | None:
     """Assign the symbol factors of the group's product to its outputs. Preferred, in order: outputs whose
     size is exactly their symbols' (``1`` for a batch of 1), symbols in the ``-1`` output ``rest`` (what the
-    target leaves to the element count), symbols spread over outputs, symbols kept in order."""
+    target leaves to the element count), symbols kept in the order of their input axes (:func:`_axis_order`),
+    symbols spread over outputs."""
     total = prod(ins)
     if len(outs) == 1:
         return [total]
@@ -269,10 +368,10 @@ def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = 
         return [const(v) for v in outs]
     f = _monomial(ctx, total)
     if f is None:
-        return _split_known(ctx, total, outs)
+        return _split_known(ctx, total, outs, agrees)
     _, powers = f
-    atoms = [s for s, e in powers.items() for _ in range(e)]
-    order = {s: j for j, s in enumerate(ctx.symbols)}
+    order = _axis_order(ctx)
+    atoms = sorted((s for s, e in powers.items() for _ in range(e)), key=lambda s: order.get(s, len(order)))
     best, best_score = None, None
     for assign in itertools.product(range(len(outs)), repeat=len(atoms)):
         vals, exact, ok = [], 0, True
@@ -289,16 +388,15 @@ def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = 
                 v = tuple(x * y for x, y in zip(v, ctx.symbols[s].vals, strict=True))
             vals.append(v)
             exact += bool(mine) and o == s0
-        if not ok or prod(vals) != total:
+        if not ok or prod(vals) != total or not agrees(vals):
             continue
         spread = len(set(assign))
-        monotone = all(order[atoms[j]] <= order[atoms[j + 1]] or assign[j] <= assign[j + 1]
-                       for j in range(len(atoms) - 1))
+        monotone = all(assign[j] <= assign[j + 1] for j in range(len(atoms) - 1))
         in_rest = sum(1 for a in assign if a == rest)
-        score = (exact, in_rest, spread, monotone)
+        score = (exact, in_rest, monotone, spread)
         if best_score is None or score > best_score:
             best, best_score = vals, score
-    return best
+    return best if best is not None else _split_known(ctx, total, outs, agrees)
 
 
 

@@ -1,0 +1,45 @@
+"""What reference exports show: the shape each Reshape produces at each reference's shape.
+
+A static export of the same model at another shape (``--reference``) bakes the same targets at other
+sizes. Where shapes alone leave a split open (``[16, 2]`` may be ``[h/2, 2]`` or ``[16, h/16]``), the entry
+a reference changed is the one that grows, and the entries it kept are block sizes
+(:func:`~winml_dynify.rules.reshape.solve_reshape`). Reshapes are matched by their output's name, which
+an exporter derives from the module path, the same at every shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import io
+from .analysis import analyse
+from .dims import const
+from .errors import RefusedError, UsageError
+
+Evidence = dict[str, list[tuple[int, ...]]]  # Reshape output -> its shape in each reference that has it
+
+
+def reshape_shapes(paths: Sequence[str]) -> Evidence:
+    """The output shape of every top-level Reshape of each reference export. A reference whose inputs are
+    not all static, or that the analysis cannot follow, adds nothing (it still serves as an oracle)."""
+    out: Evidence = {}
+    for path in paths:
+        try:
+            model, _ = io.read(path, weights=False)
+        except UsageError:
+            continue
+        inputs = [vi for vi in model.graph.input if vi.name not in {t.name for t in model.graph.initializer}]
+        dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inputs}
+        if any(any(v <= 0 for v in ds) for ds in dims.values()):
+            continue
+        try:
+            with io.external_dir(Path(path).parent):
+                an = analyse(model, {k: [const(v) for v in ds] for k, ds in dims.items()}, {})
+        except (RefusedError, UsageError):
+            continue
+        for n in model.graph.node:
+            info = an.infos.get(n.output[0]) if n.op_type == "Reshape" and n.output else None
+            if info is not None and info.shape is not None:
+                out.setdefault(n.output[0], []).append(tuple(d.s0 for d in info.shape))
+    return out
