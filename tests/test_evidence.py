@@ -14,7 +14,7 @@ from onnx import helper
 
 from winml_dynify import RefusedError, dynify
 from winml_dynify.dims import make_symbols
-from winml_dynify.evidence import reshape_shapes
+from winml_dynify.evidence import tensor_shapes
 from winml_dynify.realize import Realizer
 
 
@@ -40,6 +40,16 @@ def area_softmax(h: int) -> onnx.ModelProto:
                        helper.make_node("Reshape", ["s", "back"], ["y"])],
                       [tensor("x", [1, 4, h])], [tensor("y", [1, h, 4])],
                       {"areas": _i64(4, h // 4, 4), "back": _i64(1, h, 4)})
+
+
+def roll(h: int) -> onnx.ModelProto:
+    """``torch.roll(x, -2, 1)`` as exported: ``cat(x[:, 2:], x[:, :2])``; the ``:2`` is a fixed shift."""
+    big = np.iinfo(np.int64).max
+    return make_model([helper.make_node("Slice", ["x", "two", "end", "one"], ["tail"]),
+                       helper.make_node("Slice", ["x", "zero", "two", "one"], ["head"], name="head"),
+                       helper.make_node("Concat", ["tail", "head"], ["y"], axis=1)],
+                      [tensor("x", [1, h, 3])], [tensor("y", [1, h, 3])],
+                      {"two": _i64(2), "end": _i64(big), "one": _i64(1), "zero": _i64(0)})
 
 
 def _save(model: onnx.ModelProto, path) -> str:
@@ -83,15 +93,16 @@ def test_a_reference_that_grows_no_single_entry_is_refused(tmp_path):
         dynify(space_to_depth(8, 8), ["x:2=height", "x:3=width"], references=[ref])
 
 
-def test_reshape_shapes_reads_every_reshape_of_a_static_export(tmp_path):
+def test_tensor_shapes_reads_every_tensor_of_a_static_export(tmp_path):
     ref = _save(space_to_depth(16, 12), tmp_path / "ref.onnx")
-    assert reshape_shapes([ref]) == {"r": [(1, 2, 4, 4, 3, 4)], "y": [(1, 32, 4, 3)]}
+    assert tensor_shapes([ref]) == {"x": [(1, 2, 16, 12)], "r": [(1, 2, 4, 4, 3, 4)], "t": [(1, 4, 4, 2, 4, 3)],
+                                    "y": [(1, 32, 4, 3)]}
 
 
-def test_reshape_shapes_skips_a_reference_with_symbolic_inputs(tmp_path):
+def test_tensor_shapes_skips_a_reference_with_symbolic_inputs(tmp_path):
     m = space_to_depth(16, 16)
     m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "h"
-    assert reshape_shapes([_save(m, tmp_path / "ref.onnx")]) == {}
+    assert tensor_shapes([_save(m, tmp_path / "ref.onnx")]) == {}
 
 
 def test_the_realizer_divides_a_carried_size_by_a_block():
@@ -110,3 +121,14 @@ def test_the_realizer_divides_a_carried_size_by_a_block():
     late.order, late.site = {"c": 5}, 3
     with pytest.raises(RefusedError, match="no tensor carries it"):
         late.dim(tuple(3 * v // 2 for v in carried))
+
+
+def test_a_prefix_slice_of_a_moving_axis_is_a_fixed_count_when_a_reference_keeps_it(tmp_path, rng):
+    """``x[:, :2]`` of an axis of 8 may be a fixed count or a size folded from the axis: refused alone; the
+    12-long export keeps 2, so it is a count (the roll's shift), and the axis must hold it (at least 2)."""
+    with pytest.raises(RefusedError, match=r"slice \[0:2:1\] of axis 1, which is h, is baked"):
+        dynify(roll(8), ["x:1=h"])
+    res = dynify(roll(8), ["x:1=h"], references=[_save(roll(12), tmp_path / "ref.onnx")])
+    assert res.verified and res.ranges["h"].min == 2
+    x = rng.standard_normal((1, 20, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.roll(x, -2, axis=1))

@@ -71,7 +71,7 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
             seed_bindings: dict[Origin, Binding] | None = None,
             evidence: dict[str, list[tuple[int, ...]]] | None = None) -> Analysis:
     """Run propagation passes until no new binding appears; return the final plan. ``evidence``: the shapes
-    reference exports give Reshape outputs (:mod:`winml_dynify.evidence`)."""
+    reference exports give tensors (:mod:`winml_dynify.evidence`)."""
     consts = constants(model.graph)
     bindings: dict[Origin, Binding] = dict(seed_bindings or {})
     memo: dict = {}
@@ -89,7 +89,7 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
         extra = {k: v for k, v in extra.items() if k not in bindings}
         if not ctx.new_bindings and not extra:
             return Analysis(ctx.infos, bindings, ctx.conflicts, ctx.shape_sites, symbols, ctx.upper,
-                            ctx.scalar_sites, ctx.dim_sources, ctx.edits, relations, ctx.ties)
+                            ctx.lower, ctx.scalar_sites, ctx.dim_sources, ctx.edits, relations, ctx.ties)
         bindings.update(ctx.new_bindings)
         bindings.update(extra)
     raise RefusedError("the shape analysis did not settle; the graph is too irregular to rewrite soundly")

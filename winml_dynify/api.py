@@ -14,7 +14,7 @@ from .budget import over_budget
 from .conform import checker_problem, conform, light_copy
 from .context import Analysis, Binding, all_nodes
 from .errors import RefusedError, UsageError, VerificationError
-from .evidence import Evidence, reshape_shapes
+from .evidence import Evidence, tensor_shapes
 from .presets import Selection, select
 from .realize import CHECK_PREFIX
 from .rewrite import RANGE_KEY, Rewritten, SymbolRange, analyse_request, name_nodes, pending_sites, rewrite
@@ -114,7 +114,7 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     in_place = owned and not verify
     before = light_copy(original) if in_place else original  # what the checker compares with
     _check_maxima(maxima, statics)
-    evidence = reshape_shapes(list(references)) if references else None
+    evidence = tensor_shapes(list(references)) if references else None
     done = rewrite(original, specs, statics, inplace=in_place, maxima=maxima, evidence=evidence)
     _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
     analysed = _self_check(done.model, specs, statics, done.ranges, done.choices, before, evidence)

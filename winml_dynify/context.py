@@ -8,8 +8,10 @@ the errors; op handlers (:mod:`~winml_dynify.ops`), analysis-time rules and the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import onnx
@@ -63,6 +65,7 @@ class Analysis:
     shape_sites: dict[tuple[str, int], list[Vals]]  # (node, input) -> needed shape-valued entries
     symbols: dict[str, Symbol]
     upper: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (max, reason)
+    lower: dict[str, tuple[int, str]] = field(default_factory=dict)  # symbol -> (min, reason)
     scalar_sites: dict[tuple[str, int], tuple[Vals, str]] = field(default_factory=dict)  # folded mean divisors
     dim_sources: dict[Vals, tuple[str, int]] = field(default_factory=dict)  # see Ctx.dim_sources
     edits: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # see Ctx.edits
@@ -94,13 +97,14 @@ class Ctx:
         self.memo: dict[bytes, list] = {}  # fallback inference results, shared by the passes of one analysis
         self.fits: dict[Vals, Poly | None] = {}  # fit() of dims seen, shared by the passes under one set of symbols
         self.upper: dict[str, tuple[int, str]] = {}
+        self.lower: dict[str, tuple[int, str]] = {}  # symbol -> (its least size, reason)
         # the first tensor (graph order) carrying each dim that is not a product of symbols (conv sizes)
         self.dim_sources: dict[Vals, tuple[str, int]] = {}
         # symbols the graph requires to equal a polynomial of the others (``total == past + seq``)
         self.relations: dict[str, Poly] = {}
         # static input axes the data flow ties to a symbolic dim: (input, axis, that dim's name)
         self.ties: list[tuple[str, int, str]] = []
-        # Reshape output -> its shape in each reference export (:mod:`winml_dynify.evidence`)
+        # tensor -> its shape in each reference export (:mod:`winml_dynify.evidence`)
         self.evidence: dict[str, list[tuple[int, ...]]] = {}
 
     @property
@@ -156,6 +160,18 @@ class Ctx:
         top = limit // f[0]
         if sym not in self.upper or self.upper[sym][0] > top:
             self.upper[sym] = (top, reason)
+
+    def lower_bound(self, vals: Vals, least: int, reason: str) -> None:
+        """Record that the dim ``vals``, a fixed fraction of one symbol (``h/2`` tokens of a patch embedding),
+        must be at least ``least``; a conflict when it is no such fraction."""
+        for s in self.symbols.values():
+            ratio = Fraction(vals[0], s.static) if s.static else None
+            if ratio and all(v == ratio * x for v, x in zip(vals, s.vals, strict=True)):
+                low = math.ceil(least / ratio)
+                if low > self.lower.get(s.name, (0, ""))[0]:
+                    self.lower[s.name] = (low, reason)
+                return
+        self.conflict(f"{self.name(vals)} must be at least {least} ({reason}), which cannot be expressed as a range")
 
     def conflict(self, msg: str) -> None:
         where = f"node '{self.node.name}' ({self.node.op_type})" if self.node is not None else "graph"

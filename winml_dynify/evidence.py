@@ -1,10 +1,11 @@
-"""What reference exports show: the shape each Reshape produces at each reference's shape.
+"""What reference exports show: the shape of every tensor at each reference's shape.
 
-A static export of the same model at another shape (``--reference``) bakes the same targets at other
-sizes. Where shapes alone leave a split open (``[16, 2]`` may be ``[h/2, 2]`` or ``[16, h/16]``), the entry
-a reference changed is the one that grows, and the entries it kept are block sizes
-(:func:`~winml_dynify.rules.reshape.solve_reshape`). Reshapes are matched by their output's name, which
-an exporter derives from the module path, the same at every shape.
+A static export of the same model at another shape (``--reference``) bakes the same constants at other
+sizes. Where shapes alone leave a reading open, the reference tells which sizes move: a Reshape split
+(``[16, 2]`` may be ``[h/2, 2]`` or ``[16, h/16]``) grows in the entry the reference changed
+(:func:`~winml_dynify.rules.reshape.solve_reshape`), and a prefix slice ``[0:2]`` of a moving axis is a
+fixed count when the reference keeps its length (``torch.roll``'s shift). Tensors are matched by name,
+which an exporter derives from the module path, the same at every shape.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from .analysis import analyse
 from .dims import const
 from .errors import RefusedError, UsageError
 
-Evidence = dict[str, list[tuple[int, ...]]]  # Reshape output -> its shape in each reference that has it
+Evidence = dict[str, list[tuple[int, ...]]]  # tensor name -> its shape in each reference that has it
 
 
-def reshape_shapes(paths: Sequence[str]) -> Evidence:
-    """The output shape of every top-level Reshape of each reference export. A reference whose inputs are
-    not all static, or that the analysis cannot follow, adds nothing (it still serves as an oracle)."""
+def tensor_shapes(paths: Sequence[str]) -> Evidence:
+    """The shape of every graph input and top-level node output of each reference export. A reference whose
+    inputs are not all static, or that the analysis cannot follow, adds nothing (it still serves as an
+    oracle)."""
     out: Evidence = {}
     for path in paths:
         try:
@@ -38,8 +40,8 @@ def reshape_shapes(paths: Sequence[str]) -> Evidence:
                 an = analyse(model, {k: [const(v) for v in ds] for k, ds in dims.items()}, {})
         except (RefusedError, UsageError):
             continue
-        for n in model.graph.node:
-            info = an.infos.get(n.output[0]) if n.op_type == "Reshape" and n.output else None
+        for name in [*dims, *(o for n in model.graph.node for o in n.output if o)]:
+            info = an.infos.get(name)
             if info is not None and info.shape is not None:
-                out.setdefault(n.output[0], []).append(tuple(d.s0 for d in info.shape))
+                out.setdefault(name, []).append(tuple(d.s0 for d in info.shape))
     return out

@@ -425,6 +425,15 @@ def _anchored(n: int, start: int, end: int, step: int) -> tuple[int, int] | None
     return None
 
 
+def _fixed_count(ctx: Ctx, node: onnx.NodeProto, axis: int, size: int, count: int) -> bool:
+    """A slice inside a moving axis whose length the reference exports keep while the axis moves: a fixed
+    count (``torch.roll``'s ``[0:shift]``), not a size folded from the axis (:mod:`winml_dynify.evidence`)."""
+    ins = [s for s in ctx.evidence.get(node.input[0], []) if len(s) > axis]
+    outs = [s for s in ctx.evidence.get(node.output[0], []) if len(s) > axis]
+    return bool(ins) and len(ins) == len(outs) and any(s[axis] != size for s in ins) and \
+        all(s[axis] == count for s in outs)
+
+
 @op("Slice")
 def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     x = ins[0]
@@ -452,7 +461,10 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
         s0, e0 = s[0], e[0]
         if not d.static:
             anchored = _anchored(d.s0, s0, e0, st)
-            if anchored is None:
+            if anchored is None and _fixed_count(ctx, node, a, d.s0, _slice_dim(d.s0, s0, e0, st)):
+                shape[a] = Dim(const(_slice_dim(d.s0, s0, e0, st)))
+                ctx.lower_bound(d.vals, max(s0, e0) if st > 0 else s0 + 1, f"slice [{s0}:{e0}] at '{node.name}'")
+            elif anchored is None:
                 ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked")
             else:
                 shape[a] = Dim(tuple(_slice_dim(v, *anchored, st) for v in d.vals))

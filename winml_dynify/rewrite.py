@@ -123,7 +123,7 @@ def analyse_request(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict
                     choices: dict[tuple[str, int], Binding] | None = None,
                     evidence: Evidence | None = None) -> Analysis:
     """Analyse ``model`` for the requested axes; ``choices`` seeds Reshape choices by output name,
-    ``evidence`` gives the Reshape output shapes of reference exports."""
+    ``evidence`` gives the tensor shapes of reference exports."""
     symbols = make_symbols(statics, multiples)
     by_output = {n.output[0]: n.name for n in all_nodes(model.graph) if n.output}
     seed = {Origin("choice", by_output[out], 1, pos): b for (out, pos), b in (choices or {}).items()
@@ -156,7 +156,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     Works on a copy of ``model`` unless ``inplace`` (then ``model`` itself becomes the result, and is left
     half-rewritten when the rewrite is refused). ``maxima``: the largest size of a symbol the user
     deploys (``--max``), where the graph bounds it no lower. ``evidence``: what reference exports show
-    (:func:`winml_dynify.evidence.reshape_shapes`), to decide splits the shapes leave open."""
+    (:func:`winml_dynify.evidence.tensor_shapes`), to decide splits the shapes leave open."""
     if not inplace:
         model = copy.deepcopy(model)
     graph = model.graph
@@ -294,7 +294,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
     for rw in result.rewrites:
         rw["target"] = _original_name(rw["target"])
 
-    result.ranges = _ranges(statics, an.upper, uppers, symbols, result.bounds)
+    result.ranges = _ranges(statics, an.upper, uppers, symbols, result.bounds, an.lower)
     for s, top in (maxima or {}).items():  # the user's largest size, where the graph allows no larger one
         r = result.ranges[s]
         if r.max is None or top < r.max:
@@ -304,7 +304,8 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         result.rewrites.append({"rule": "relation-check", "target": s,
                                 "detail": f"checks {s} == {expr} at run time"})
     for s, k in multiples.items():
-        result.ranges[s].multiple = result.ranges[s].min = k
+        r = result.ranges[s]
+        r.multiple, r.min = k, max(k, -(-r.min // k) * k)
     _set_io(model, specs, an, symbols, result)
     _lean(model, specs, statics, result, multiples, sources)
     return result
@@ -515,10 +516,11 @@ def _first_unbuildable(model: onnx.ModelProto, an: Analysis, rz: Realizer, specs
 
 
 def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: list[tuple[Vals, int, str]],
-            symbols: dict[str, Symbol], sums: list[tuple[Poly, int, str]] = ()) -> dict[str, SymbolRange]:
-    """Each symbol's range from the analysis' bounds, bounds on one-symbol sizes (``extra``) and bounds on
-    linear sizes of several symbols (``sums``: ``past + seq <= rows``, each symbol taken with the others at 1;
-    the joint bound itself is checked at run time)."""
+            symbols: dict[str, Symbol], sums: list[tuple[Poly, int, str]] = (),
+            lower: dict[str, tuple[int, str]] | None = None) -> dict[str, SymbolRange]:
+    """Each symbol's range from the analysis' bounds (``lower``: least sizes), bounds on one-symbol sizes
+    (``extra``) and bounds on linear sizes of several symbols (``sums``: ``past + seq <= rows``, each symbol
+    taken with the others at 1; the joint bound itself is checked at run time)."""
     ranges = {s: SymbolRange(s, v) for s, v in statics.items()}
     items = list(upper.items())
     for vals, limit, reason in extra:
@@ -537,6 +539,8 @@ def _ranges(statics: dict[str, int], upper: dict[str, tuple[int, str]], extra: l
         r = ranges[sym]
         if r.max is None or top < r.max:
             r.max, r.reason = top, reason
+    for sym, (least, _) in (lower or {}).items():
+        ranges[sym].min = max(ranges[sym].min, least)
     return ranges
 
 

@@ -346,13 +346,18 @@ def _split_known(ctx: Ctx, total: Vals, outs: list[int], agrees: Agrees) -> list
     if len(unique) > 1:  # a symbol apart from a strided size (batch, width/8) rather than their product kept whole
         spread = max(sum(not is_static(v) for v in f) for f in unique)
         unique = {f for f in unique if sum(not is_static(v) for v in f) == spread}
-    if len(unique) > 1:  # equal sizes at export (a square image): keep the order of the source's axes
-        def in_order(split: tuple[Vals, ...]) -> bool:
-            where = [ctx.dim_sources.get(v) for v in split]
-            return all(w is not None for w in where) and len({w[0] for w in where}) == 1 and \
-                [w[1] for w in where] == sorted(w[1] for w in where)
-        unique = {f for f in unique if in_order(f)}
+    if len(unique) > 1:  # equal sizes at export (a square image): the order of the first tensor carrying them
+        options = {f for f in unique if all(not is_static(v) for v in f)}
+        first = next((m for i in ctx.infos.values() if i is not None and i.shape
+                      for m in [{f for f in options if _subsequence(list(f), [d.vals for d in i.shape])}] if m), set())
+        unique = first if len(first) == 1 else set()
     return list(unique.pop()) if len(unique) == 1 else None
+
+
+def _subsequence(items: list, seq: list) -> bool:
+    """True when ``items`` occur in ``seq`` in order (not necessarily adjacent)."""
+    it = iter(seq)
+    return all(any(x == y for y in it) for x in items)
 
 
 def _solve_group(ctx: Ctx, ins: list[Vals], outs: list[int], rest: int | None = None,
