@@ -31,15 +31,15 @@ def space_to_depth(h: int, w: int) -> onnx.ModelProto:
                       {"blocks": _i64(1, 2, h // 4, 4, w // 4, 4), "depth": _i64(1, 32, h // 4, w // 4)})
 
 
-def area_softmax(h: int) -> onnx.ModelProto:
-    """Tokens split into 4 areas of ``h/4`` (YOLO12's area attention): ``x.view(4, h/4, 4)``, a softmax
+def area_softmax(h: int, b: int = 1) -> onnx.ModelProto:
+    """Tokens split into 4 areas of ``h/4`` (YOLO12's area attention): ``x.view(b * 4, h/4, 4)``, a softmax
     within each area, and back. The 4 is the count of areas here, not a block of 4 tokens."""
     return make_model([helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
                        helper.make_node("Reshape", ["xt", "areas"], ["a"], name="areas"),
                        helper.make_node("Softmax", ["a"], ["s"], axis=1),
                        helper.make_node("Reshape", ["s", "back"], ["y"])],
-                      [tensor("x", [1, 4, h])], [tensor("y", [1, h, 4])],
-                      {"areas": _i64(4, h // 4, 4), "back": _i64(1, h, 4)})
+                      [tensor("x", [b, 4, h])], [tensor("y", [b, h, 4])],
+                      {"areas": _i64(4 * b, h // 4, 4), "back": _i64(b, h, 4)})
 
 
 def roll(h: int) -> onnx.ModelProto:
@@ -83,6 +83,16 @@ def test_a_reference_export_decides_an_outer_count_split(tmp_path, rng):
     np.testing.assert_allclose(run(res.model, {"x": x})[0], run(area_softmax(48), {"x": x})[0], rtol=1e-6)
 
 
+def test_the_batch_stays_in_the_leading_entry_of_an_outer_count_split(tmp_path, rng):
+    """``[4, 4]`` of ``b * 16`` tokens at batch 1: the batch joins the count of areas (``b * 4``), so no area
+    holds tokens of two samples (the per-sample check passes), as the export at batch 3 computes."""
+    ref = _save(area_softmax(32), tmp_path / "ref.onnx")
+    res = dynify(area_softmax(16), ["x:0=batch", "x:2=h"], references=[ref])
+    assert res.verified
+    x = rng.standard_normal((3, 4, 48)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], run(area_softmax(48, 3), {"x": x})[0], rtol=1e-6)
+
+
 def test_a_reference_that_grows_no_single_entry_is_refused(tmp_path):
     """A "reference" in which both entries of the split changed fits no reading with one growing entry."""
     bad = space_to_depth(16, 16)
@@ -95,14 +105,14 @@ def test_a_reference_that_grows_no_single_entry_is_refused(tmp_path):
 
 def test_tensor_shapes_reads_every_tensor_of_a_static_export(tmp_path):
     ref = _save(space_to_depth(16, 12), tmp_path / "ref.onnx")
-    assert tensor_shapes([ref]) == {"x": [(1, 2, 16, 12)], "r": [(1, 2, 4, 4, 3, 4)], "t": [(1, 4, 4, 2, 4, 3)],
-                                    "y": [(1, 32, 4, 3)]}
+    assert tensor_shapes([ref]) == [{"x": (1, 2, 16, 12), "r": (1, 2, 4, 4, 3, 4), "t": (1, 4, 4, 2, 4, 3),
+                                     "y": (1, 32, 4, 3)}]
 
 
 def test_tensor_shapes_skips_a_reference_with_symbolic_inputs(tmp_path):
     m = space_to_depth(16, 16)
     m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "h"
-    assert tensor_shapes([_save(m, tmp_path / "ref.onnx")]) == {}
+    assert tensor_shapes([_save(m, tmp_path / "ref.onnx")]) == []
 
 
 def test_the_realizer_divides_a_carried_size_by_a_block():

@@ -27,7 +27,7 @@ MAX_PASSES = 40
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict,
-              fits: dict, evidence: dict[str, list[tuple[int, ...]]]) -> Ctx:
+              fits: dict, evidence: list[dict[str, tuple[int, ...]]]) -> Ctx:
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model), run_nodes)
     ctx.memo, ctx.fits, ctx.evidence = memo, fits, evidence
@@ -69,7 +69,7 @@ def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
 
 def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
             seed_bindings: dict[Origin, Binding] | None = None,
-            evidence: dict[str, list[tuple[int, ...]]] | None = None) -> Analysis:
+            evidence: list[dict[str, tuple[int, ...]]] | None = None) -> Analysis:
     """Run propagation passes until no new binding appears; return the final plan. ``evidence``: the shapes
     reference exports give tensors (:mod:`winml_dynify.evidence`)."""
     consts = constants(model.graph)
@@ -78,7 +78,7 @@ def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: 
     relations: dict[str, Poly] = {}
     fits: dict = {}
     for _ in range(MAX_PASSES):
-        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo, fits, evidence or {})
+        ctx = _one_pass(model, input_dims, symbols, bindings, consts, memo, fits, evidence or [])
         if ctx.relations:  # start again with the derived symbols' values
             relations.update(ctx.relations)
             symbols, input_dims = _derive(symbols, input_dims, relations)

@@ -104,8 +104,8 @@ class Ctx:
         self.relations: dict[str, Poly] = {}
         # static input axes the data flow ties to a symbolic dim: (input, axis, that dim's name)
         self.ties: list[tuple[str, int, str]] = []
-        # tensor -> its shape in each reference export (:mod:`winml_dynify.evidence`)
-        self.evidence: dict[str, list[tuple[int, ...]]] = {}
+        # per reference export, tensor -> its shape there (:mod:`winml_dynify.evidence`)
+        self.evidence: list[dict[str, tuple[int, ...]]] = []
 
     @property
     def consumers(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
@@ -120,6 +120,10 @@ class Ctx:
     def bindings_of(self, node: str) -> set[int]:
         """Positions of the Reshape choices bound for ``node`` (seeded or found)."""
         return {o.pos for o in (*self.bindings, *self.new_bindings) if o.kind == "choice" and o.name == node}
+
+    def seen(self, *names: str) -> list[tuple[tuple[int, ...], ...]]:
+        """The shapes of the tensors ``names`` in each reference export that has them all."""
+        return [tuple(r[n] for n in names) for r in self.evidence if all(n in r for n in names)]
 
     # -- dims --------------------------------------------------------------------------------
     def bound(self, origin: Origin, vals: Vals) -> Dim:

@@ -18,14 +18,14 @@ from .analysis import analyse
 from .dims import const
 from .errors import RefusedError, UsageError
 
-Evidence = dict[str, list[tuple[int, ...]]]  # tensor name -> its shape in each reference that has it
+Evidence = list[dict[str, tuple[int, ...]]]  # per reference export: tensor name -> its shape there
 
 
 def tensor_shapes(paths: Sequence[str]) -> Evidence:
     """The shape of every graph input and top-level node output of each reference export. A reference whose
     inputs are not all static, or that the analysis cannot follow, adds nothing (it still serves as an
     oracle)."""
-    out: Evidence = {}
+    out: Evidence = []
     for path in paths:
         try:
             model, _ = io.read(path, weights=False)
@@ -40,8 +40,7 @@ def tensor_shapes(paths: Sequence[str]) -> Evidence:
                 an = analyse(model, {k: [const(v) for v in ds] for k, ds in dims.items()}, {})
         except (RefusedError, UsageError):
             continue
-        for name in [*dims, *(o for n in model.graph.node for o in n.output if o)]:
-            info = an.infos.get(name)
-            if info is not None and info.shape is not None:
-                out.setdefault(name, []).append(tuple(d.s0 for d in info.shape))
+        names = [*dims, *(o for n in model.graph.node for o in n.output if o)]
+        out.append({k: tuple(d.s0 for d in an.infos[k].shape) for k in names
+                    if an.infos.get(k) is not None and an.infos[k].shape is not None})
     return out

@@ -428,10 +428,8 @@ def _anchored(n: int, start: int, end: int, step: int) -> tuple[int, int] | None
 def _fixed_count(ctx: Ctx, node: onnx.NodeProto, axis: int, size: int, count: int) -> bool:
     """A slice inside a moving axis whose length the reference exports keep while the axis moves: a fixed
     count (``torch.roll``'s ``[0:shift]``), not a size folded from the axis (:mod:`winml_dynify.evidence`)."""
-    ins = [s for s in ctx.evidence.get(node.input[0], []) if len(s) > axis]
-    outs = [s for s in ctx.evidence.get(node.output[0], []) if len(s) > axis]
-    return bool(ins) and len(ins) == len(outs) and any(s[axis] != size for s in ins) and \
-        all(s[axis] == count for s in outs)
+    seen = [(i, o) for i, o in ctx.seen(node.input[0], node.output[0]) if len(i) > axis and len(o) > axis]
+    return any(i[axis] != size for i, _ in seen) and all(o[axis] == count for _, o in seen)
 
 
 @op("Slice")

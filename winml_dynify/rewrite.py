@@ -161,7 +161,7 @@ def rewrite(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[str, in
         model = copy.deepcopy(model)
     graph = model.graph
     name_nodes(graph)
-    evidence = evidence or {}
+    evidence = evidence or []
     an = analyse_request(model, specs, statics, evidence=evidence)
     an = unit_axes.settle_reading(an, model, lambda seeds: analyse_request(model, specs, statics, choices=seeds,
                                                                           evidence=evidence))

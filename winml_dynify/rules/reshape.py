@@ -30,7 +30,7 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         ctx.conflict("its target does not fit its input even at the exported shape")
         return None
 
-    seen = [s for s in ctx.evidence.get(node.output[0], []) if len(s) == len(static_out)]
+    seen = [s for (s,) in ctx.seen(node.output[0]) if len(s) == len(static_out)]
 
     def splittable(vals: Vals, k: int) -> bool:
         """A spare output 1 may take a symbol of a product of symbols, or of a symbol times a strided size
@@ -75,7 +75,7 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
                               _agrees(seen, gk))
         why = ""
         if solved is None:
-            solved, why = _one_grows(ctx, prod([in_shape[i].vals for i in gi]), static_out, gk, seen)
+            solved, why = _one_grows(ctx, prod([in_shape[i].vals for i in gi]), static_out, gk, node.output[0])
         if solved is None and _unchoose(ctx, [in_shape[i] for i in gi]):
             return None  # decided again on the next pass
         if solved is None:
@@ -122,18 +122,30 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
     return dims
 
 
-def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], seen: list[tuple[int, ...]]
+def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], out: str, peeled: str | None = None
                ) -> tuple[list[Vals] | None, str]:
     """A group the solvers cannot split: one output grows with the rest and the others are block sizes
     (``[h/4, 4]`` of a space-to-depth, ``[4, n/4]`` of an area split), but shapes alone cannot tell which
-    output grows. The reference exports' shapes ``seen`` decide (:mod:`winml_dynify.evidence`): the output
-    whose size they changed, when they kept the others'. Returns the split, or None and the reason."""
+    output grows. The shapes reference exports give ``out`` decide (:mod:`winml_dynify.evidence`): the
+    output whose size they changed, when they kept the others'. A batch in the group stays in its leading
+    output (samples never mix: ``x.view(b * 4, n / 4, c)``), and the rest is read so (``peeled``: the input
+    whose axis 0 is that batch). Returns the split, or None and the reason."""
     outs = [static_out[k] for k in gk]
-    lead = _leading_batch(ctx, total) if gk[0] == 0 and outs[0] == 1 and len(outs) > 1 else None
-    if lead is not None:  # ``[b*c*h/2, w/2, 2, 2] -> [b, c, hw/4, 4]``: the batch leads, the rest grows
-        rest, why = _one_grows(ctx, tuple(t // v for t, v in zip(total, lead, strict=True)), static_out, gk[1:],
-                               seen)
-        return (None if rest is None else [lead, *rest]), why
+    lead = _leading_batch(ctx, total) if gk[0] == 0 and len(outs) > 1 and peeled is None else None
+    if lead is not None:
+        batch, source = lead
+        rest = tuple(t // v for t, v in zip(total, batch, strict=True))
+        if outs[0] == 1:  # ``[b*c*h/2, w/2, 2, 2] -> [b, c, hw/4, 4]``
+            split, why = _one_grows(ctx, rest, static_out, gk[1:], out, source)
+            return (None if split is None else [batch, *split]), why
+        split, why = _one_grows(ctx, rest, static_out, gk, out, source)
+        return (None if split is None else [prod([split[0], batch]), *split[1:]]), why
+    seen = []
+    for s, *inp in ctx.seen(out, *([peeled] if peeled else [])):
+        if len(s) == len(static_out) and inp and inp[0] and inp[0][0] and s[gk[0]] % inp[0][0] == 0:
+            s = (*s[:gk[0]], s[gk[0]] // inp[0][0], *s[gk[0] + 1:])  # the leading output without the batch
+        if len(s) == len(static_out):
+            seen.append(s)
     name = ctx.name(total)
     readings = []
     for j in range(len(outs)):
@@ -177,16 +189,16 @@ def _axis_order(ctx: Ctx) -> dict[str, int]:
     return out
 
 
-def _leading_batch(ctx: Ctx, vals: Vals) -> Vals | None:
-    """The batch (a symbol on axis 0 of a graph input) when ``vals`` holds it exactly once: a leading output
-    1 of a group that merged it takes it, as ``[1, -1, 8]`` does."""
+def _leading_batch(ctx: Ctx, vals: Vals) -> tuple[Vals, str] | None:
+    """The batch (a symbol on axis 0 of a graph input) when ``vals`` holds it exactly once, and that input:
+    the leading output of a group that merged it takes it, as ``[1, -1, 8]`` does."""
     for vi in ctx.graph.input:
         info = ctx.infos.get(vi.name)
         d = info.shape[0] if info is not None and info.shape else None
         if d is None or d.static or ctx.fit(d.vals) is None or len(ctx.fit(d.vals).symbols) != 1:
             continue
         if all(v % b == 0 and (b == 1 or (v // b) % b) for v, b in zip(vals, d.vals, strict=True)):
-            return d.vals
+            return d.vals, vi.name
     return None
 
 
@@ -338,7 +350,7 @@ def _split_known(ctx: Ctx, total: Vals, outs: list[int], agrees: Agrees) -> list
             if len(others) == 1 and rest[0] == others[0] and (is_static(rest) or rest in known
                                                               or ctx.fit(rest) is not None):
                 found.append([v, rest] if k == 0 else [rest, v])
-            elif len(others) > 1 and ctx.fit(rest) is not None:
+            elif len(others) > 1:
                 sub = _solve_group(ctx, [rest], others)
                 if sub is not None:
                     found.append([*sub[:k], v, *sub[k:]])
