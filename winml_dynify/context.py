@@ -167,7 +167,9 @@ class Ctx:
 
     def lower_bound(self, vals: Vals, least: int, reason: str) -> None:
         """Record that the dim ``vals``, a fixed fraction of one symbol (``h/2`` tokens of a patch embedding),
-        must be at least ``least``; a conflict when it is no such fraction."""
+        must be at least ``least``; a conflict when it is no such fraction. Every size is at least 1."""
+        if least <= 1:
+            return
         for s in self.symbols.values():
             ratio = Fraction(vals[0], s.static) if s.static else None
             if ratio and all(v == ratio * x for v, x in zip(vals, s.vals, strict=True)):

@@ -73,10 +73,12 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         rest = next((j for j, k in enumerate(gk) if entries[k].s0 == -1), None)
         solved = _solve_group(ctx, [in_shape[i].vals for i in gi], [static_out[k] for k in gk], rest,
                               _agrees(seen, gk))
-        why = ""
+        why, open_ = "", False
         if solved is None:
-            solved, why = _one_grows(ctx, prod([in_shape[i].vals for i in gi]), static_out, gk, node.output[0])
-        if solved is None and _unchoose(ctx, [in_shape[i] for i in gi]):
+            solved, why, open_ = _one_grows(ctx, prod([in_shape[i].vals for i in gi]), static_out, gk,
+                                            node.output[0])
+        # an upstream choice is undone, unless a reading of the split is exact: then it is open, not wrong
+        if solved is None and not open_ and _unchoose(ctx, [in_shape[i] for i in gi]):
             return None  # decided again on the next pass
         if solved is None:
             ctx.conflict(why)
@@ -115,31 +117,31 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
                      f"{[ctx.name(d.vals) for d in in_shape]}")
         return None
     grown = [k for k, d in enumerate(dims) if d.static and any(s[k] != d.s0 for s in seen)]
-    if grown:
+    if grown:  # the output still flows on: a binding it meets downstream may make the entry move
         ctx.conflict(f"a reference export changes entry {grown[0]} ({static_out[grown[0]]} at export), which "
                      f"the reading {[ctx.name(d.vals) for d in dims]} keeps static")
-        return None
     return dims
 
 
 def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], out: str, peeled: str | None = None
-               ) -> tuple[list[Vals] | None, str]:
+               ) -> tuple[list[Vals] | None, str, bool]:
     """A group the solvers cannot split: one output grows with the rest and the others are block sizes
     (``[h/4, 4]`` of a space-to-depth, ``[4, n/4]`` of an area split), but shapes alone cannot tell which
     output grows. The shapes reference exports give ``out`` decide (:mod:`winml_dynify.evidence`): the
     output whose size they changed, when they kept the others'. A batch in the group stays in its leading
     output (samples never mix: ``x.view(b * 4, n / 4, c)``), and the rest is read so (``peeled``: the input
-    whose axis 0 is that batch). Returns the split, or None and the reason."""
+    whose axis 0 is that batch). Returns the split, or None, the reason and whether a reading is exact at
+    every sample size (the split is open, not wrong)."""
     outs = [static_out[k] for k in gk]
     lead = _leading_batch(ctx, total) if gk[0] == 0 and len(outs) > 1 and peeled is None else None
     if lead is not None:
         batch, source = lead
         rest = tuple(t // v for t, v in zip(total, batch, strict=True))
         if outs[0] == 1:  # ``[b*c*h/2, w/2, 2, 2] -> [b, c, hw/4, 4]``
-            split, why = _one_grows(ctx, rest, static_out, gk[1:], out, source)
-            return (None if split is None else [batch, *split]), why
-        split, why = _one_grows(ctx, rest, static_out, gk, out, source)
-        return (None if split is None else [prod([split[0], batch]), *split[1:]]), why
+            split, why, open_ = _one_grows(ctx, rest, static_out, gk[1:], out, source)
+            return (None if split is None else [batch, *split]), why, open_
+        split, why, open_ = _one_grows(ctx, rest, static_out, gk, out, source)
+        return (None if split is None else [prod([split[0], batch]), *split[1:]]), why, open_
     seen = []
     for s, *inp in ctx.seen(out, *([peeled] if peeled else [])):
         if len(s) == len(static_out) and inp and inp[0] and inp[0][0] and s[gk[0]] % inp[0][0] == 0:
@@ -157,15 +159,16 @@ def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], out:
     if len(changed) == 1:
         text, grown = readings[next(iter(changed))]
         if grown is not None:
-            return [grown if k == next(iter(changed)) else const(o) for k, o in enumerate(outs)], ""
+            return [grown if k == next(iter(changed)) else const(o) for k, o in enumerate(outs)], "", False
         return None, (f"{name} splits into {outs} as {text} (a reference export changes entry "
-                      f"{gk[next(iter(changed))]} alone), which does not divide at every size")
+                      f"{gk[next(iter(changed))]} alone), which does not divide at every size"), False
     options = " or ".join(t for t, _ in readings)
+    exact = any(g is not None for _, g in readings)
     if seen:
         return None, (f"cannot tell how {name} splits into {outs}: {options}; the reference exports change "
-                      f"{'no entry' if not changed else f'entries {sorted(gk[j] for j in changed)}'} of it")
+                      f"{'no entry' if not changed else f'entries {sorted(gk[j] for j in changed)}'} of it"), exact
     return None, (f"cannot tell how {name} splits into {outs}: {options}; give --reference, a static export "
-                  f"at other sizes, to decide")
+                  f"at other sizes, to decide"), exact
 
 
 def _agrees(seen: list[tuple[int, ...]], gk: list[int]) -> Agrees:
