@@ -39,9 +39,8 @@ def run_case(model: Path, axes: list[str], tag: str, references: list[Path] = ()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         last = p.stderr.strip().splitlines()[-1][7:]
-        asks = "give --reference" in last
-        return p.returncode, (last[:last.index("; give --reference")] if asks else last)[:160] + (
-            " (asks for --reference)" if asks else "")
+        asks = "--reference" in last
+        return p.returncode, last[:160] + (" (asks for --reference)" if asks else "")
     rep = json.loads(out.read_text())
     checks = rep["verification"]["checks"]
     kinds = sorted({r["rule"] for r in rep["rewrites"]})

@@ -736,3 +736,17 @@ def test_a_refusal_names_the_conflict_when_a_fill_along_strided_sizes_is_rebuild
                     "e": np.array([3], np.int64), "ax": np.array([2], np.int64)})
     with pytest.raises(RefusedError, match=r"slice \[0:3:1\] of axis 2, which is height, is baked"):
         dynify(m, ["x:0=batch", "x:2=height", "x:3=width"])
+
+
+def test_a_tile_by_one_passes_a_binding_to_the_repeat_count_behind_it(rng):
+    """``c.repeat(1, h, 1).repeat(1, 1, 1) + x`` traced at h 4 (XCiT's position grid, then its batch repeat):
+    the second Tile repeats nothing, so ``h`` binds the first one's count, not the second's."""
+    c = rng.standard_normal((1, 1, 3)).astype(np.float32)
+    m = make_model([helper.make_node("Tile", ["c", "r1"], ["t1"]), helper.make_node("Tile", ["t1", "r2"], ["t2"]),
+                    helper.make_node("Add", ["x", "t2"], ["y"])],
+                   [tensor("x", [1, 4, 3])], [tensor("y", [1, 4, 3])],
+                   {"c": c, "r1": np.array([1, 4, 1], np.int64), "r2": np.array([1, 1, 1], np.int64)})
+    res = dynify(m, ["x:1=h"])
+    assert res.verified
+    x = rng.standard_normal((1, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(res.model, {"x": x})[0], x + np.tile(c, (1, 7, 1)), rtol=1e-6)

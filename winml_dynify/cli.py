@@ -172,7 +172,9 @@ def main_command(
     check_shapes: Annotated[str | None, typer.Option("--check-shapes", metavar="SHAPES", help="Shapes to verify, "
                                                      "e.g. 'batch=1,3,8;seq=5,16'.")] = None,
     reference: Annotated[list[Path] | None, typer.Option("--reference", metavar="FILE", help="Static export of "
-                                                         "the same weights at another shape; repeatable.")] = None,
+                                                         "the same weights at another shape (repeatable): an "
+                                                         "oracle, and what decides splits one export leaves "
+                                                         "open ([h/2, 2] or [16, h/16]).")] = None,
     maximum: Annotated[list[str] | None, typer.Option("--max", metavar="SYMBOL=N", help="The largest size SYMBOL "
                                                       "takes (repeatable): its valid range, checked at N, and "
                                                       "the size position-only computations are tabulated at.")

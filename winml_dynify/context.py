@@ -94,6 +94,7 @@ class Ctx:
         self.producer: dict[str, onnx.NodeProto] = {o: n for n in all_nodes(graph) for o in n.output}
         self.node: onnx.NodeProto | None = None
         self._consumers: dict[str, list[tuple[onnx.NodeProto, int]]] | None = None
+        self._op_types: dict[str, str] | None = None
         self.memo: dict[bytes, list] = {}  # fallback inference results, shared by the passes of one analysis
         self.fits: dict[Vals, Poly | None] = {}  # fit() of dims seen, shared by the passes under one set of symbols
         self.upper: dict[str, tuple[int, str]] = {}
@@ -120,6 +121,12 @@ class Ctx:
     def bindings_of(self, node: str) -> set[int]:
         """Positions of the Reshape choices bound for ``node`` (seeded or found)."""
         return {o.pos for o in (*self.bindings, *self.new_bindings) if o.kind == "choice" and o.name == node}
+
+    def op_type(self, node: str) -> str | None:
+        """The op of the node named ``node`` (bodies included)."""
+        if self._op_types is None:
+            self._op_types = {n.name: n.op_type for n in all_nodes(self.graph)}
+        return self._op_types.get(node)
 
     def seen(self, *names: str) -> list[tuple[tuple[int, ...], ...]]:
         """The shapes of the tensors ``names`` in each reference export that has them all."""

@@ -463,7 +463,9 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
                 shape[a] = Dim(const(_slice_dim(d.s0, s0, e0, st)))
                 ctx.lower_bound(d.vals, max(s0, e0) if st > 0 else s0 + 1, f"slice [{s0}:{e0}] at '{node.name}'")
             elif anchored is None:
-                ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked")
+                ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked (a fixed "
+                             f"count or a size folded from the axis: give --reference, a static export at other "
+                             f"sizes, to decide)")
             else:
                 shape[a] = Dim(tuple(_slice_dim(v, *anchored, st) for v in d.vals))
         elif st == 1 and (s0 == 0 or s0 <= -d.s0) and e0 >= d.s0:
@@ -503,6 +505,13 @@ def _range(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
     return [_with_value([d], vals, s.dtype)]
 
 
+def _repeated_before(ctx: Ctx, d: Dim) -> bool:
+    """``d`` is a constant's axis, or an earlier Tile's or Expand's count (XCiT's position grid repeated by
+    ``h``, then by the batch): a binding on it belongs there."""
+    o = d.origin
+    return o is not None and (o.kind == "axis" or (o.kind == "entry" and ctx.op_type(o.name) in ("Tile", "Expand")))
+
+
 @op("Tile")
 def _tile(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo | None]:
     """A baked repeat count whose output must follow a symbol (``repeat(batch, 1, 1)`` folded at batch 1)
@@ -513,8 +522,8 @@ def _tile(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInfo
     out, counts = [], []
     for k, (i, t) in enumerate(zip(x.shape, reps.value, strict=True)):
         times = tuple(a * b for a, b in zip(i.vals, t, strict=True))
-        if is_static(t) and t[0] == 1 and i.s0 != 1 and i.origin is not None and i.origin.kind == "axis":
-            out.append(i)  # not repeated, and read from a constant's axis: a binding belongs there
+        if is_static(t) and t[0] == 1 and i.s0 != 1 and _repeated_before(ctx, i):
+            out.append(i)  # not repeated, and read from a constant's axis or an earlier count: a binding belongs there
             counts.append(t)
         elif is_static(t) and i.static:
             d = ctx.bound(Origin("entry", node.name, 1, k), times)

@@ -135,18 +135,18 @@ def _with_strides(model: onnx.ModelProto, specs: list[AxisSpec], statics: dict[s
                   an: Analysis, evidence: Evidence) -> tuple[Analysis, dict[str, int]]:
     """Spatial symbols that only work at multiples of a stride (a downsample later concatenated with an
     upsample): retry with every non-batch symbol restricted to multiples of 2, 4, ... 64, and keep the
-    smallest restriction under which the graph is consistent. When none is, a restriction under which only
-    splits a reference export decides remain gives the refusal (it names what to give)."""
+    smallest restriction under which the graph is consistent. When none is, the first restriction under
+    which a conflict is one a reference export decides gives the refusal (it names what to give)."""
     spatial = sorted({s.symbol for s in specs if s.axis >= 2})
     k = 2
-    asks = None  # the first restriction under which the only conflicts left are splits a reference decides
+    asks = None  # the first restriction under which a conflict left is one a reference export decides
     while an.conflicts and spatial and k <= 64:
         if all(statics[s] % k == 0 for s in spatial):
             multiples = dict.fromkeys(spatial, k)
             trial = analyse_request(model, specs, statics, multiples, evidence=evidence)
             if not trial.conflicts:
                 return trial, multiples
-            if asks is None and all("give --reference" in c for c in trial.conflicts):
+            if asks is None and any("give --reference" in c for c in trial.conflicts):
                 asks = trial
         k *= 2
     return asks or an, {}
@@ -466,9 +466,9 @@ def _refusal(conflicts: list[str], specs: list[AxisSpec], ties: list[tuple[str, 
              graph: onnx.GraphProto) -> str:
     head = conflicts[0]
     more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-    split = next((c for c in conflicts[1:] if "give --reference" in c and "give --reference" not in head), None)
-    if split is not None:  # the first conflict may follow from a split only a reference decides
-        more += f"; {split.split(': cannot tell how')[0]} splits a size in a way only a --reference export decides"
+    asks = next((c for c in conflicts[1:] if "give --reference" in c and "give --reference" not in head), None)
+    if asks is not None:  # the first conflict may follow from a reading only a reference decides
+        more += f"; {asks.split(': ', 1)[0]} reads a size in a way only a --reference export decides"
     return f"cannot make the model dynamic soundly: {head}{more}{_hint(specs, ties, graph)}"
 
 
