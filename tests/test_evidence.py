@@ -105,14 +105,14 @@ def test_a_reference_that_grows_no_single_entry_is_refused(tmp_path):
 
 def test_tensor_shapes_reads_every_tensor_of_a_static_export(tmp_path):
     ref = _save(space_to_depth(16, 12), tmp_path / "ref.onnx")
-    assert tensor_shapes([ref]) == [{"x": (1, 2, 16, 12), "r": (1, 2, 4, 4, 3, 4), "t": (1, 4, 4, 2, 4, 3),
-                                     "y": (1, 32, 4, 3)}]
+    assert tensor_shapes([ref], space_to_depth(8, 8).graph) == [
+        {"x": (1, 2, 16, 12), "r": (1, 2, 4, 4, 3, 4), "t": (1, 4, 4, 2, 4, 3), "y": (1, 32, 4, 3)}]
 
 
 def test_tensor_shapes_skips_a_reference_with_symbolic_inputs(tmp_path):
     m = space_to_depth(16, 16)
     m.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "h"
-    assert tensor_shapes([_save(m, tmp_path / "ref.onnx")]) == []
+    assert tensor_shapes([_save(m, tmp_path / "ref.onnx")], space_to_depth(8, 8).graph) == []
 
 
 def test_the_realizer_divides_a_carried_size_by_a_block():
@@ -142,3 +142,18 @@ def test_a_prefix_slice_of_a_moving_axis_is_a_fixed_count_when_a_reference_keeps
     assert res.verified and res.ranges["h"].min == 2
     x = rng.standard_normal((1, 20, 3)).astype(np.float32)
     np.testing.assert_array_equal(run(res.model, {"x": x})[0], np.roll(x, -2, axis=1))
+
+
+def test_a_reference_whose_tensor_names_mean_other_tensors_decides_nothing(tmp_path):
+    """Exporters that number their nodes name other tensors alike at another shape: a reference whose
+    ``r`` and ``t`` are swapped (``t`` comes from the Reshape there) is set aside, and the split is refused
+    as without a reference."""
+    ref = space_to_depth(16, 16)
+    swap = {"r": "t", "t": "r"}
+    for n in ref.graph.node:
+        n.input[:] = [swap.get(i, i) for i in n.input]
+        n.output[:] = [swap.get(o, o) for o in n.output]
+    path = _save(ref, tmp_path / "ref.onnx")
+    assert tensor_shapes([path], space_to_depth(8, 8).graph) == []
+    with pytest.raises(RefusedError, match="give --reference"):
+        dynify(space_to_depth(8, 8), ["x:2=height", "x:3=width"], references=[path])

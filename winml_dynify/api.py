@@ -114,7 +114,7 @@ def _dynify(model, axes, verify, shapes, references, provider, opt_levels, seed,
     in_place = owned and not verify
     before = light_copy(original) if in_place else original  # what the checker compares with
     _check_maxima(maxima, statics)
-    evidence = tensor_shapes(list(references)) if references else None
+    evidence = tensor_shapes(list(references), original.graph) if references else None
     done = rewrite(original, specs, statics, inplace=in_place, maxima=maxima, evidence=evidence)
     _keep_recorded(done.ranges, recorded, {c.symbol for c in carried})
     analysed = _self_check(done.model, specs, statics, done.ranges, done.choices, before, evidence)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import onnx
+
 from . import io
 from .analysis import analyse
 from .dims import const
@@ -21,15 +23,24 @@ from .errors import RefusedError, UsageError
 Evidence = list[dict[str, tuple[int, ...]]]  # per reference export: tensor name -> its shape there
 
 
-def tensor_shapes(paths: Sequence[str]) -> Evidence:
-    """The shape of every graph input and top-level node output of each reference export. A reference whose
-    inputs are not all static, or that the analysis cannot follow, adds nothing (it still serves as an
-    oracle)."""
+def tensor_shapes(paths: Sequence[str], graph: onnx.GraphProto) -> Evidence:
+    """The shape of every graph input and top-level node output of each reference export. A reference adds
+    nothing (it still serves as an oracle) when its inputs are not all static, when the analysis cannot
+    follow it, or when a tensor it shares with ``graph`` comes from another op or other computed inputs there:
+    exporters that number their nodes (``node_Reshape_362``) name other tensors alike at another shape."""
+    computed = {o for n in graph.node if n.op_type != "Constant" for o in n.output} | {vi.name for vi in graph.input}
+
+    def producer(n: onnx.NodeProto) -> tuple[str, tuple[str, ...]]:  # constants' names may be numbered: not compared
+        return n.op_type, tuple(i for i in n.input if i in computed)
+
+    made = {o: producer(n) for n in graph.node for o in n.output}
     out: Evidence = []
     for path in paths:
         try:
             model, _ = io.read(path, weights=False)
         except UsageError:
+            continue
+        if any(o in made and made[o] != producer(n) for n in model.graph.node for o in n.output):
             continue
         inputs = [vi for vi in model.graph.input if vi.name not in {t.name for t in model.graph.initializer}]
         dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inputs}
@@ -44,3 +55,4 @@ def tensor_shapes(paths: Sequence[str]) -> Evidence:
         out.append({k: tuple(d.s0 for d in an.infos[k].shape) for k in names
                     if an.infos.get(k) is not None and an.infos[k].shape is not None})
     return out
+

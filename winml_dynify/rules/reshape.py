@@ -116,7 +116,9 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         ctx.conflict(f"output {[ctx.name(d.vals) for d in dims]} does not hold input "
                      f"{[ctx.name(d.vals) for d in in_shape]}")
         return None
-    grown = [k for k, d in enumerate(dims) if d.static and any(s[k] != d.s0 for s in seen)]
+    batches = _reference_batches(ctx, node.output[0], len(static_out))
+    grown = [k for k, d in enumerate(dims) if d.static and any(s[k] != d.s0 and not (d.s0 == 1 and s[k] in b)
+                                                              for s, b in batches)]
     if grown:  # the output still flows on: a binding it meets downstream may make the entry move
         ctx.conflict(f"a reference export changes entry {grown[0]} ({static_out[grown[0]]} at export), which "
                      f"the reading {[ctx.name(d.vals) for d in dims]} keeps static")
@@ -130,15 +132,16 @@ def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], out:
     output grows. The shapes reference exports give ``out`` decide (:mod:`winml_dynify.evidence`): the
     output whose size they changed, when they kept the others'. A batch in the group stays in its leading
     output (samples never mix: ``x.view(b * 4, n / 4, c)``), and the rest is read so (``peeled``: the input
-    whose axis 0 is that batch). Returns the split, or None, the reason and whether a reading is exact at
-    every sample size (the split is open, not wrong)."""
+    whose axis 0 is that batch, divided out of the leading output's reference sizes; "": a 1 took it).
+    Returns the split, or None, the reason and whether a reading is exact at every sample size (the split
+    is open, not wrong)."""
     outs = [static_out[k] for k in gk]
     lead = _leading_batch(ctx, total) if gk[0] == 0 and len(outs) > 1 and peeled is None else None
     if lead is not None:
         batch, source = lead
         rest = tuple(t // v for t, v in zip(total, batch, strict=True))
-        if outs[0] == 1:  # ``[b*c*h/2, w/2, 2, 2] -> [b, c, hw/4, 4]``
-            split, why, open_ = _one_grows(ctx, rest, static_out, gk[1:], out, source)
+        if outs[0] == 1:  # ``[b*c*h/2, w/2, 2, 2] -> [b, c, hw/4, 4]``: the 1 takes the batch alone
+            split, why, open_ = _one_grows(ctx, rest, static_out, gk[1:], out, "")
             return (None if split is None else [batch, *split]), why, open_
         split, why, open_ = _one_grows(ctx, rest, static_out, gk, out, source)
         return (None if split is None else [prod([split[0], batch]), *split[1:]]), why, open_
@@ -148,6 +151,9 @@ def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], out:
             s = (*s[:gk[0]], s[gk[0]] // inp[0][0], *s[gk[0] + 1:])  # the leading output without the batch
         if len(s) == len(static_out):
             seen.append(s)
+    if peeled is None:  # a leading 1 that is the reference's batch: a batch of 1 that broadcasts, not growth
+        seen = [(*s[:gk[0]], 1, *s[gk[0] + 1:]) if static_out[gk[0]] == 1 and s[gk[0]] in b else s
+                for s, b in _reference_batches(ctx, out, len(static_out))]
     name = ctx.name(total)
     readings = []
     for j in range(len(outs)):
@@ -177,6 +183,18 @@ def _agrees(seen: list[tuple[int, ...]], gk: list[int]) -> Agrees:
     def agrees(split: list[Vals] | tuple[Vals, ...]) -> bool:
         return all(not is_static(v) or s[k] == v[0] for s in seen for k, v in zip(gk, split, strict=True))
     return agrees
+
+
+def _reference_batches(ctx: Ctx, out: str, rank: int) -> list[tuple[tuple[int, ...], set[int]]]:
+    """Each reference's shape of ``out`` with the batch sizes it was exported at: a 1 that becomes the
+    reference's batch may be a batch of 1 that broadcasts (a position table built for one sample)."""
+    heads = [vi.name for vi in ctx.graph.input if vi.name in ctx.infos and ctx.infos[vi.name].shape
+             and not ctx.infos[vi.name].shape[0].static]
+    found = []
+    for ref in ctx.evidence:
+        if len(ref.get(out, ())) == rank:
+            found.append((ref[out], {ref[h][0] for h in heads if ref.get(h)}))
+    return found
 
 
 def _axis_order(ctx: Ctx) -> dict[str, int]:
