@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from . import ops_onnx, subgraphs  # noqa: F401  (register their handlers in the op table)
-from .context import Analysis, Binding, Ctx, TInfo, const_info, constants, opset_of
+from .context import Analysis, Binding, Ctx, Evidence, TInfo, const_info, constants, opset_of
 from .dims import Dim, Origin, Poly, Symbol, Vals, evaluate
 from .errors import RefusedError
 from .ops import HANDLERS, fallback
@@ -27,7 +27,7 @@ MAX_PASSES = 40
 
 def _one_pass(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
               bindings: dict[Origin, Binding], consts: dict[str, tuple[np.ndarray, int]], memo: dict,
-              fits: dict, evidence: list[dict[str, tuple[int, ...]]]) -> Ctx:
+              fits: dict, evidence: Evidence) -> Ctx:
     graph = model.graph
     ctx = Ctx(graph, symbols, bindings, opset_of(model), run_nodes)
     ctx.memo, ctx.fits, ctx.evidence = memo, fits, evidence
@@ -69,7 +69,7 @@ def run_nodes(ctx: Ctx, nodes, record: bool = True) -> None:
 
 def analyse(model: onnx.ModelProto, input_dims: dict[str, list[Vals]], symbols: dict[str, Symbol],
             seed_bindings: dict[Origin, Binding] | None = None,
-            evidence: list[dict[str, tuple[int, ...]]] | None = None) -> Analysis:
+            evidence: Evidence | None = None) -> Analysis:
     """Run propagation passes until no new binding appears; return the final plan. ``evidence``: the shapes
     reference exports give tensors (:mod:`winml_dynify.evidence`)."""
     consts = constants(model.graph)

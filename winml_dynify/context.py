@@ -55,6 +55,9 @@ class Binding:
     row: Vals | None = None  # row-offset: the length of one row of the flattened axis
 
 
+Evidence = list[dict[str, tuple[int, ...]]]  # per reference export: tensor name -> its shape there
+
+
 @dataclass
 class Analysis:
     """Result of the fixpoint: tensor infos, bindings, conflicts and the rewrite sites."""
@@ -105,8 +108,7 @@ class Ctx:
         self.relations: dict[str, Poly] = {}
         # static input axes the data flow ties to a symbolic dim: (input, axis, that dim's name)
         self.ties: list[tuple[str, int, str]] = []
-        # per reference export, tensor -> its shape there (:mod:`winml_dynify.evidence`)
-        self.evidence: list[dict[str, tuple[int, ...]]] = []
+        self.evidence: Evidence = []  # the reference exports' shapes (:mod:`winml_dynify.evidence`)
 
     @property
     def consumers(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:

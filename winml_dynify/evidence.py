@@ -17,10 +17,11 @@ import onnx
 
 from . import io
 from .analysis import analyse
+from .context import Evidence
 from .dims import const
 from .errors import RefusedError, UsageError
 
-Evidence = list[dict[str, tuple[int, ...]]]  # per reference export: tensor name -> its shape there
+__all__ = ["Evidence", "tensor_shapes"]
 
 
 def tensor_shapes(paths: Sequence[str], graph: onnx.GraphProto) -> Evidence:
@@ -42,7 +43,8 @@ def tensor_shapes(paths: Sequence[str], graph: onnx.GraphProto) -> Evidence:
             continue
         if any(o in made and made[o] != producer(n) for n in model.graph.node for o in n.output):
             continue
-        inputs = [vi for vi in model.graph.input if vi.name not in {t.name for t in model.graph.initializer}]
+        weights = {t.name for t in model.graph.initializer}
+        inputs = [vi for vi in model.graph.input if vi.name not in weights]
         dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inputs}
         if any(any(v <= 0 for v in ds) for ds in dims.values()):
             continue

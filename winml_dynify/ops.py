@@ -459,8 +459,9 @@ def _slice(ctx: Ctx, node: onnx.NodeProto, ins: list[TInfo | None]) -> list[TInf
         s0, e0 = s[0], e[0]
         if not d.static:
             anchored = _anchored(d.s0, s0, e0, st)
-            if anchored is None and _fixed_count(ctx, node, a, d.s0, _slice_dim(d.s0, s0, e0, st)):
-                shape[a] = Dim(const(_slice_dim(d.s0, s0, e0, st)))
+            count = _slice_dim(d.s0, s0, e0, st)
+            if anchored is None and _fixed_count(ctx, node, a, d.s0, count):
+                shape[a] = Dim(const(count))
                 ctx.lower_bound(d.vals, max(s0, e0) if st > 0 else s0 + 1, f"slice [{s0}:{e0}] at '{node.name}'")
             elif anchored is None:
                 ctx.conflict(f"slice [{s0}:{e0}:{st}] of axis {a}, which is {ctx.name(d.vals)}, is baked (a fixed "

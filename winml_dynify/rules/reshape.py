@@ -31,6 +31,7 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         return None
 
     seen = [s for (s,) in ctx.seen(node.output[0]) if len(s) == len(static_out)]
+    grows = frozenset(k for s in seen for k, v in enumerate(static_out) if s[k] != v)
 
     def splittable(vals: Vals, k: int) -> bool:
         """A spare output 1 may take a symbol of a product of symbols, or of a symbol times a strided size
@@ -38,7 +39,7 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         it once (:func:`_leading_batch`); any one a reference export shows growing."""
         if is_static(vals):
             return False
-        if any(s[k] != 1 for s in seen):
+        if k in grows:
             return True
         if _monomial(ctx, vals) is not None or (k == 0 and _leading_batch(ctx, vals) is not None):
             return True
@@ -51,7 +52,6 @@ def solve_reshape(ctx: Ctx, node: onnx.NodeProto, in_shape: list[Dim], static_ou
         return 0 if m is None else sum(m[1].values())
 
     doubts: list[tuple[int, list[int]]] = []
-    grows = frozenset(k for s in seen for k, v in enumerate(static_out) if s[k] != v)
     groups = _groups(in_shape, static_out, splittable, atoms, doubts, grows)
     if groups is None:
         ctx.conflict(f"cannot align input {[d.s0 for d in in_shape]} with target {static_out}")
@@ -145,15 +145,15 @@ def _one_grows(ctx: Ctx, total: Vals, static_out: list[int], gk: list[int], out:
             return (None if split is None else [batch, *split]), why, open_
         split, why, open_ = _one_grows(ctx, rest, static_out, gk, out, source)
         return (None if split is None else [prod([split[0], batch]), *split[1:]]), why, open_
-    seen = []
-    for s, *inp in ctx.seen(out, *([peeled] if peeled else [])):
-        if len(s) == len(static_out) and inp and inp[0] and inp[0][0] and s[gk[0]] % inp[0][0] == 0:
-            s = (*s[:gk[0]], s[gk[0]] // inp[0][0], *s[gk[0] + 1:])  # the leading output without the batch
-        if len(s) == len(static_out):
-            seen.append(s)
-    if peeled is None:  # a leading 1 that is the reference's batch: a batch of 1 that broadcasts, not growth
-        seen = [(*s[:gk[0]], 1, *s[gk[0] + 1:]) if static_out[gk[0]] == 1 and s[gk[0]] in b else s
+    lead_at = gk[0]
+    if peeled:  # the batch merged into the leading output: its reference sizes without that batch
+        seen = [(*s[:lead_at], s[lead_at] // b[0], *s[lead_at + 1:]) if b and b[0] and s[lead_at] % b[0] == 0 else s
+                for s, b in ctx.seen(out, peeled) if len(s) == len(static_out)]
+    elif peeled is None:  # a leading 1 that is the reference's batch: a batch of 1 that broadcasts, not growth
+        seen = [(*s[:lead_at], 1, *s[lead_at + 1:]) if static_out[lead_at] == 1 and s[lead_at] in b else s
                 for s, b in _reference_batches(ctx, out, len(static_out))]
+    else:  # a leading 1 took the batch: the other outputs' sizes as they are
+        seen = [s for (s,) in ctx.seen(out) if len(s) == len(static_out)]
     name = ctx.name(total)
     readings = []
     for j in range(len(outs)):
@@ -188,8 +188,7 @@ def _agrees(seen: list[tuple[int, ...]], gk: list[int]) -> Agrees:
 def _reference_batches(ctx: Ctx, out: str, rank: int) -> list[tuple[tuple[int, ...], set[int]]]:
     """Each reference's shape of ``out`` with the batch sizes it was exported at: a 1 that becomes the
     reference's batch may be a batch of 1 that broadcasts (a position table built for one sample)."""
-    heads = [vi.name for vi in ctx.graph.input if vi.name in ctx.infos and ctx.infos[vi.name].shape
-             and not ctx.infos[vi.name].shape[0].static]
+    heads = [name for name, _ in _moving_heads(ctx)]
     found = []
     for ref in ctx.evidence:
         if len(ref.get(out, ())) == rank:
@@ -213,14 +212,22 @@ def _axis_order(ctx: Ctx) -> dict[str, int]:
 def _leading_batch(ctx: Ctx, vals: Vals) -> tuple[Vals, str] | None:
     """The batch (a symbol on axis 0 of a graph input) when ``vals`` holds it exactly once, and that input:
     the leading output of a group that merged it takes it, as ``[1, -1, 8]`` does."""
-    for vi in ctx.graph.input:
-        info = ctx.infos.get(vi.name)
-        d = info.shape[0] if info is not None and info.shape else None
-        if d is None or d.static or ctx.fit(d.vals) is None or len(ctx.fit(d.vals).symbols) != 1:
+    for name, d in _moving_heads(ctx):
+        if ctx.fit(d.vals) is None or len(ctx.fit(d.vals).symbols) != 1:
             continue
         if all(v % b == 0 and (b == 1 or (v // b) % b) for v, b in zip(vals, d.vals, strict=True)):
-            return d.vals, vi.name
+            return d.vals, name
     return None
+
+
+def _moving_heads(ctx: Ctx) -> list[tuple[str, Dim]]:
+    """The graph inputs whose axis 0 is symbolic, with that dim."""
+    out = []
+    for vi in ctx.graph.input:
+        info = ctx.infos.get(vi.name)
+        if info is not None and info.shape and not info.shape[0].static:
+            out.append((vi.name, info.shape[0]))
+    return out
 
 
 def _monomial(ctx: Ctx, vals: Vals) -> tuple[int, dict[str, int]] | None:
